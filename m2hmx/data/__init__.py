@@ -1,0 +1,1 @@
+"""Frames, synthetic scenes, dataset readers and torch datasets (no Qt)."""
