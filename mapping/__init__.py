@@ -1,0 +1,5 @@
+"""Mono-Hydra-style metric-semantic mapping backend (Open3D, scipy, spark-dsg; no torch, no Qt).
+
+``mapping.interface.PerceptionFrame`` in, ``mapping.bridge.MappingBridge`` for tracking, TSDF and class
+fusion, ``mapping.scene_graph`` for the 3D scene graph, ``mapping.export`` / ``mapping.trajectory`` for files.
+"""

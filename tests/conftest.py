@@ -4,8 +4,14 @@ from pathlib import Path
 
 import pytest
 
-# Qt widgets that need no OpenGL run offscreen; pytest-xvfb provides a display for the 3D view.
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen" if not os.environ.get("DISPLAY") else "xcb")
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Pick Qt's platform once pytest-xvfb (whose pytest_configure starts Xvfb and sets DISPLAY) has run:
+    conftest import time is too early. With a display: xcb (the 3D view needs a real OpenGL context);
+    without one: offscreen (image widgets work, OpenGL widgets do not: tests needing them skip)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "xcb" if os.environ.get("DISPLAY") else "offscreen")
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -1,0 +1,184 @@
+"""``m2hmx-viewer``: the live desktop demo and mapping visualiser.
+
+Imports stay light at module level (argparse only): the mapping process is started with the "spawn"
+context, which re-imports the main module, and ``--help`` should not wait for Qt or torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  m2hmx-viewer                                   bundled demo: generated room + bundled model
+  m2hmx-viewer --depth-source sensor             demo mapped with the scene's own (sensor) depth
+  m2hmx-viewer --camera 0                        webcam (K guessed from a 60 deg field of view)
+  m2hmx-viewer --realsense                       first RealSense found; its depth shown beside the prediction
+  m2hmx-viewer --realsense-bag walk.bag          a RealSense recording (.bag / .db3)
+  m2hmx-viewer --dataset scannet/scene0011 --data-root ~/data
+  m2hmx-viewer --dataset ~/data/scene0011_00.sens --checkpoint runs/best.safetensors
+  m2hmx-viewer --dataset ~/data/rgbd_dataset_freiburg1_desk --labelspace nyu40 --checkpoint nyu.safetensors
+  m2hmx-viewer --video hallway.mp4 --depth-scale 1.1
+  m2hmx-viewer --max-frames 120 --screenshot docs/screenshot.png --export out/map --quit-when-done
+
+keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, C colour mode, D depth source,
+      S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
+"""
+
+
+def bundled_model() -> Path:
+    from m2hmx import ASSETS_DIR
+
+    return ASSETS_DIR / "m2hmx-demo.safetensors"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 240x320, got '{text}'") from None
+    if h < 32 or w < 32:
+        raise argparse.ArgumentTypeError(f"size {text} is too small (at least 32x32)")
+    return h, w
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="m2hmx-viewer", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Live M2H-MX perception (depth, semantics, normals, edges) and metric-semantic mapping "
+                    "in a desktop window. Without a source argument it runs the bundled demo: a generated "
+                    "room walked through by a virtual camera, seen by the bundled model.")
+    group = p.add_argument_group("source (pick one; default: the generated demo scene)")
+    src = group.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index (webcam)")
+    src.add_argument("--realsense", nargs="?", const="", metavar="SERIAL",
+                     help="Intel RealSense camera (optionally by serial); needs the 'realsense' extra")
+    src.add_argument("--realsense-bag", metavar="FILE", help="a RealSense recording (.bag, .db3)")
+    src.add_argument("--dataset", metavar="SPEC",
+                     help="a ScanNet export folder or .sens, TUM RGB-D or 7-Scenes folder, NYUv2 .mat, image "
+                          "folder, 'scannet/sceneXXXX' (under --data-root) or 'synthetic:SEED'")
+    src.add_argument("--video", metavar="FILE", help="a video file")
+    group.add_argument("--demo-seed", type=int, default=0, metavar="SEED", help="seed of the generated demo room (0)")
+    group.add_argument("--data-root", metavar="DIR",
+                     help="root for dataset shorthands like scannet/scene0011 (default: $M2HMX_DATA_ROOT)")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--checkpoint", metavar="FILE",
+                       help="M2H-MX checkpoint (.safetensors); default: the bundled assets/m2hmx-demo.safetensors")
+    model.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (cpu)")
+    model.add_argument("--labelspace", metavar="NAME|FILE",
+                       help="label space for colours and the map: scannet20, nyu40 or a JSON file "
+                            "(default: the model's)")
+    model.add_argument("--depth-source", choices=("pred", "sensor"), default="pred",
+                       help="depth fused into the map: the network's prediction or the sensor's (pred)")
+    model.add_argument("--depth-scale", type=_positive_float, default=1.0, metavar="S",
+                       help="multiply predicted depth by S (a camera whose focal length differs from the "
+                            "training data's sees metric depth off by a constant factor) (1.0)")
+    model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",
+                       help="torch threads for perception; mapping and the GUI need the other cores (1)")
+
+    run = p.add_argument_group("run and output")
+    run.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
+                     help="processing size frames are resized to (240x320)")
+    run.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop reading the source after N frames")
+    run.add_argument("--loop", type=_positive_int, metavar="N",
+                     help="play a finite source back and forth for N frames (soak tests)")
+    run.add_argument("--output-dir", default="m2hmx-output", metavar="DIR",
+                     help="where S / E put screenshots and map exports (./m2hmx-output)")
+    run.add_argument("--screenshot", metavar="PATH",
+                     help="when the run is done, save the window to PATH and the 3D view to PATH_map.png")
+    run.add_argument("--export", metavar="DIR", help="when the run is done, export the map (every format) to DIR")
+    run.add_argument("--quit-when-done", action="store_true",
+                     help="quit once the source ended (or --max-frames), after --screenshot / --export")
+    run.add_argument("--snapshot-interval", type=_positive_float, default=1.0, metavar="S",
+                     help="seconds of mapping between 3D map refreshes (1.0)")
+    return p
+
+
+def options_from_args(args: argparse.Namespace):
+    from app.sources import SourceSpec
+    from app.window import ViewerOptions
+
+    if args.camera is not None:
+        spec = SourceSpec("camera", str(args.camera))
+    elif args.realsense is not None:
+        spec = SourceSpec("realsense", args.realsense or None)
+    elif args.realsense_bag:
+        spec = SourceSpec("realsense-bag", args.realsense_bag)
+    elif args.dataset:
+        spec = SourceSpec("dataset", args.dataset, data_root=args.data_root)
+    elif args.video:
+        spec = SourceSpec("video", args.video)
+    else:
+        spec = SourceSpec("demo", demo_seed=args.demo_seed)
+    checkpoint, note = args.checkpoint, ""
+    if checkpoint is None:
+        bundled = bundled_model()
+        if bundled.is_file():
+            checkpoint = str(bundled)
+        else:
+            note = (f"bundled model {bundled.name} not found in {bundled.parent}: no predictions; showing the "
+                    "sensor depth and the ground-truth labels (pass --checkpoint FILE)")
+    return ViewerOptions(
+        source=spec, checkpoint=checkpoint, checkpoint_note=note, device=args.device, labelspace=args.labelspace,
+        depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
+        max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
+        quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
+        torch_threads=args.torch_threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.labelspace:
+        from m2hmx.labels import load_label_space
+
+        try:
+            load_label_space(args.labelspace)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--labelspace: {exc}")
+    options = options_from_args(args)
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                  or os.environ.get("QT_QPA_PLATFORM")):
+        print("m2hmx-viewer: no display ($DISPLAY is not set); on a headless machine run it under "
+              "xvfb-run -a -s '-screen 0 1600x1000x24' m2hmx-viewer ..., or use m2hmx-map", file=sys.stderr)
+        return 2
+
+    import signal
+
+    from PyQt6 import QtCore, QtWidgets
+
+    from app.window import MainWindow
+
+    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("m2hmx-viewer")
+    window = MainWindow(options)
+    window.show()
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake = QtCore.QTimer()  # lets Python run its signal handlers while Qt's loop runs
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    app.exec()
+    window.shutdown()
+    return 1 if window.source is None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

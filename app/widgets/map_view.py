@@ -1,0 +1,195 @@
+"""The 3D map: pyqtgraph.opengl view of the fused map (mesh or points), trajectories, camera frustum and
+scene-graph objects as labelled boxes. Mouse: left-drag orbits, wheel zooms, middle/ctrl-drag pans.
+
+Everything is drawn in the map's world frame after ``set_world_to_display`` (a rotation that puts the
+map's up axis on the view's z axis: the mapping backend's world frame is OpenCV-like, y down).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph.opengl as gl
+from PyQt6 import QtGui
+
+EST_COLOR = (1.0, 0.55, 0.0, 1.0)  # estimated trajectory: orange
+GT_COLOR = (0.1, 0.9, 0.3, 1.0)  # ground truth: green
+FRUSTUM_COLOR = (1.0, 1.0, 0.2, 1.0)
+BOX_COLOR = (0.9, 0.9, 0.9, 0.9)
+
+# 12 box edges over the 8 corners indexed by bits (x, y, z)
+_BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
+_CORNER_BITS = np.array([[(i >> 0) & 1, (i >> 1) & 1, (i >> 2) & 1] for i in range(8)], np.float64)
+
+
+def frustum_lines(pose: np.ndarray, K: np.ndarray, size: tuple[int, int], depth: float = 0.3) -> np.ndarray:
+    """Line-segment endpoints (16, 3) of a camera frustum (apex + image-plane rectangle at ``depth`` m)."""
+    h, w = size
+    corners_px = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    rays = np.column_stack([(corners_px[:, 0] - K[0, 2]) / K[0, 0], (corners_px[:, 1] - K[1, 2]) / K[1, 1],
+                            np.ones(4)]) * depth
+    pts = rays @ pose[:3, :3].T + pose[:3, 3]
+    apex = pose[:3, 3]
+    segs = []
+    for i in range(4):
+        segs += [apex, pts[i], pts[i], pts[(i + 1) % 4]]
+    return np.array(segs)
+
+
+def box_lines(aabb_min: np.ndarray, aabb_max: np.ndarray) -> np.ndarray:
+    """Line-segment endpoints (24, 3) of an axis-aligned box."""
+    lo, hi = np.asarray(aabb_min, np.float64), np.asarray(aabb_max, np.float64)
+    corners = lo + _CORNER_BITS * (hi - lo)
+    return corners[_BOX_EDGES.reshape(-1)]
+
+
+class MapView(gl.GLViewWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setBackgroundColor((25, 25, 30))
+        self.setCameraPosition(distance=8.0, elevation=35, azimuth=-60)
+        self._grid = gl.GLGridItem()
+        self._grid.setSize(20, 20)
+        self._grid.setSpacing(1, 1)
+        self._grid.setColor((80, 80, 90, 120))
+        self.addItem(self._grid)
+        self._transform = np.eye(4)
+        self._mesh: gl.GLMeshItem | None = None
+        self._points = gl.GLScatterPlotItem(pos=np.zeros((1, 3)), size=3.0, pxMode=True)
+        self._points.setGLOptions("opaque")
+        self._points.hide()
+        self.addItem(self._points)
+        self._est = gl.GLLinePlotItem(color=EST_COLOR, width=2.0, antialias=False)
+        self._gt = gl.GLLinePlotItem(color=GT_COLOR, width=2.0, antialias=False)
+        self._frustum = gl.GLLinePlotItem(color=FRUSTUM_COLOR, width=1.5, mode="lines", antialias=False)
+        self._boxes = gl.GLLinePlotItem(color=BOX_COLOR, width=1.0, mode="lines", antialias=False)
+        for item in (self._est, self._gt, self._frustum, self._boxes):
+            item.setGLOptions("opaque")
+            item.hide()
+            self.addItem(item)
+        self._labels: list[gl.GLTextItem] = []
+        self._geometry: dict | None = None
+        self.color_mode = "class"  # or "rgb"
+        self._fitted_diag = 0.0  # extent the view was last fitted to; 0 = never
+        self._user_moved = False  # once the user orbits or zooms, the view stays where they put it
+        self.num_points = 0
+
+    # ---- frame conventions
+    def set_world_to_display(self, transform: np.ndarray) -> None:
+        self._transform = np.asarray(transform, np.float64)
+
+    def _tf(self, pts: np.ndarray) -> np.ndarray:
+        pts = np.asarray(pts, np.float64).reshape(-1, 3)
+        return (pts @ self._transform[:3, :3].T + self._transform[:3, 3]).astype(np.float32)
+
+    # ---- map geometry
+    def set_map(self, vertices: np.ndarray, class_colors: np.ndarray, rgb_colors: np.ndarray,
+                triangles: np.ndarray | None = None) -> None:
+        """Replace the shown map (a snapshot: mesh when ``triangles`` is given, else points)."""
+        self._geometry = {"vertices": self._tf(vertices), "triangles": triangles,
+                          "class": np.asarray(class_colors), "rgb": np.asarray(rgb_colors)}
+        self.num_points = len(vertices)
+        self._draw_geometry()
+        if not self._user_moved and len(vertices) > 100:
+            self._fit(self._geometry["vertices"])
+
+    def set_color_mode(self, mode: str) -> None:
+        if mode not in ("class", "rgb"):
+            raise ValueError(f"colour mode must be 'class' or 'rgb', got {mode!r}")
+        self.color_mode = mode
+        self._draw_geometry()
+
+    def _draw_geometry(self) -> None:
+        g = self._geometry
+        if g is None or len(g["vertices"]) == 0:
+            self._points.hide()
+            if self._mesh is not None:
+                self._mesh.hide()
+            return
+        rgba = np.empty((len(g["vertices"]), 4), np.float32)
+        rgba[:, :3] = g[self.color_mode][:, :3] / 255.0
+        rgba[:, 3] = 1.0
+        if g["triangles"] is not None and len(g["triangles"]):
+            self._points.hide()
+            if self._mesh is None:
+                self._mesh = gl.GLMeshItem(smooth=False, drawEdges=False, shader=None, glOptions="opaque")
+                self.addItem(self._mesh)
+            self._mesh.setMeshData(vertexes=g["vertices"], faces=np.asarray(g["triangles"], np.int32),
+                                   vertexColors=rgba)
+            self._mesh.show()
+        else:
+            if self._mesh is not None:
+                self._mesh.hide()
+            self._points.setData(pos=g["vertices"], color=rgba)
+            self._points.show()
+
+    def clear_map(self) -> None:
+        self._geometry = None
+        self.num_points = 0
+        self._draw_geometry()
+        for item in (self._est, self._gt, self._frustum, self._boxes):
+            item.hide()
+        self.set_objects([])
+        self._fitted_diag = 0.0
+
+    def _fit(self, pts: np.ndarray) -> None:
+        """Frame the map, while it grows by more than a fifth (not on every snapshot: no jitter)."""
+        lo, hi = np.percentile(pts, 1, axis=0), np.percentile(pts, 99, axis=0)
+        diag = float(np.linalg.norm(hi - lo))
+        if diag < 1.2 * self._fitted_diag:
+            return
+        center = (lo + hi) / 2
+        self.setCameraPosition(pos=QtGui.QVector3D(*center.tolist()), distance=max(1.5, 1.1 * diag))
+        self._grid.resetTransform()
+        self._grid.translate(float(center[0]), float(center[1]), float(lo[2]))
+        self._fitted_diag = diag
+
+    def mousePressEvent(self, ev):
+        self._user_moved = True
+        super().mousePressEvent(ev)
+
+    def wheelEvent(self, ev):
+        self._user_moved = True
+        super().wheelEvent(ev)
+
+    # ---- trajectories, camera, objects
+    def set_trajectory(self, positions: np.ndarray | None, ground_truth: np.ndarray | None = None) -> None:
+        for item, pts in ((self._est, positions), (self._gt, ground_truth)):
+            if pts is None or len(pts) < 2:
+                item.hide()
+            else:
+                item.setData(pos=self._tf(pts))
+                item.show()
+
+    def set_camera(self, pose: np.ndarray | None, K: np.ndarray | None = None, size=(240, 320)) -> None:
+        if pose is None or K is None:
+            self._frustum.hide()
+            return
+        self._frustum.setData(pos=self._tf(frustum_lines(pose, K, size)))
+        self._frustum.show()
+
+    def set_objects(self, objects: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """Scene-graph objects as (label, aabb_min, aabb_max) in world coordinates."""
+        for label in self._labels:
+            self.removeItem(label)
+        self._labels = []
+        if not objects:
+            self._boxes.hide()
+            return
+        segs = []
+        for name, lo, hi in objects:
+            corners = self._tf(box_lines(lo, hi))
+            segs.append(corners)
+            top = corners.max(axis=0)
+            mid = corners.mean(axis=0)
+            text = gl.GLTextItem(pos=np.array([mid[0], mid[1], top[2] + 0.05]), text=name,
+                                 color=(255, 255, 255, 255))
+            self.addItem(text)
+            self._labels.append(text)
+        self._boxes.setData(pos=np.concatenate(segs))
+        self._boxes.show()
+
+    def object_labels(self) -> list[str]:
+        return [item.text for item in self._labels]
+
+    def screenshot(self) -> QtGui.QImage:
+        """The 3D view as rendered (framebuffer grab)."""
+        return self.grabFramebuffer()

@@ -1,0 +1,439 @@
+"""The viewer's workers: capture and perception threads (QThread; torch releases the GIL while it computes)
+and the client side of the mapping process (``app.mapping_process``, spawn context).
+
+Hand-offs hold one item, so latency stays bounded whatever stage is slowest. Live cameras: a stale frame
+is replaced by the newest and counted as dropped (capture -> perception -> mapping). File sources
+(datasets, videos, the generated scene) have no clock to keep up with: each stage waits for the next
+to take its frame, so every frame is shown and mapped. The GUI always shows the newest result.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PyQt6 import QtCore
+
+from app.sources import resize_frame
+from app.widgets.image_panel import colorize_depth
+from m2hmx.data import Frame
+
+STEP_FAILURES_BEFORE_STOP = 3  # consecutive perception failures that stop the perception thread
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")  # colour codes some libraries put in their messages
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colour codes, on one line."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(text)).splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """A single clear line for the window: the project's own errors already name the file and problem; a
+    library's error gets its type and its last line (no traceback)."""
+    text = plain(str(exc))
+    if type(exc).__module__.split(".")[0] in ("m2hmx", "mapping", "app") and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class LatestSlot:
+    """A one-item hand-off between threads: ``put`` replaces an unconsumed item (counted in ``dropped``)
+    or, with ``block=True``, waits until the consumer took it."""
+
+    def __init__(self):
+        self._item = None
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item, block: bool = False, stop: threading.Event | None = None) -> bool:
+        with self._cond:
+            if block:
+                while self._item is not None:
+                    if stop is not None and stop.is_set():
+                        return False
+                    self._cond.wait(0.05)
+            elif self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify_all()
+        return True
+
+    def get(self, timeout: float = 0.0):
+        """The newest item (None if there is none within ``timeout`` seconds)."""
+        with self._cond:
+            if self._item is None and timeout > 0:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item = None
+            self._cond.notify_all()
+
+    def empty(self) -> bool:
+        with self._cond:
+            return self._item is None
+
+
+@dataclass
+class Captured:
+    frame: Frame
+    captured_at: float  # time.monotonic() when the frame became available
+    generation: int  # bumped by restart: results of an older run are ignored
+
+
+# --------------------------------------------------------------------------------------------- capture
+
+class CaptureThread(QtCore.QThread):
+    """Reads the source into ``out_slot``; play/pause/step/restart; stops after ``max_frames``."""
+
+    failed = QtCore.pyqtSignal(str)
+    finished_source = QtCore.pyqtSignal(int)  # frames delivered in this run
+
+    def __init__(self, source, out_slot: LatestSlot, size: tuple[int, int] | None, max_frames: int | None = None,
+                 parent=None):
+        super().__init__(parent)
+        self.source, self.out_slot, self.size, self.max_frames = source, out_slot, size, max_frames
+        self.live = bool(getattr(source, "live", False))
+        self._stop = threading.Event()
+        self._lock = threading.Condition()
+        self._paused = False
+        self._steps = 0
+        self._restart = False
+        self.generation = 0
+        self.delivered = 0
+        self.done = False  # the source ended, failed or max_frames was reached
+
+    # --- controls (GUI thread)
+    def set_paused(self, paused: bool) -> None:
+        with self._lock:
+            self._paused = paused
+            self._lock.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def step(self) -> None:
+        """Deliver one more frame while paused."""
+        with self._lock:
+            self._paused = True
+            self._steps += 1
+            self._lock.notify_all()
+
+    def restart(self) -> None:
+        with self._lock:
+            self._restart = True
+            self.done = False
+            self._lock.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    # --- thread
+    def _wait_for_work(self) -> bool:
+        """Block while paused (without steps) or done; True when a frame should be read."""
+        with self._lock:
+            while not self._stop.is_set() and not self._restart and (self.done or (self._paused and not self._steps)):
+                self._lock.wait(0.1)
+            return not self._stop.is_set()
+
+    def run(self) -> None:
+        iterator = iter(self.source)
+        while self._wait_for_work():
+            with self._lock:
+                if self._restart:
+                    self._restart, self.done = False, False
+                    self.generation += 1
+                    self.delivered = 0
+                    if not self.live:
+                        iterator = iter(self.source)
+                    self.out_slot.clear()
+                    continue
+                if self._steps:
+                    self._steps -= 1
+            if self.max_frames is not None and self.delivered >= self.max_frames:
+                self._finish()
+                continue
+            try:
+                frame = next(iterator)
+            except StopIteration:
+                self._finish()
+                continue
+            except Exception as exc:  # unplugged camera, corrupt file: report, keep the app and the map
+                self.done = True
+                self.failed.emit(f"{getattr(self.source, 'name', 'source')} stopped: {one_line(exc)}")
+                continue
+            if self.size is not None:
+                frame = resize_frame(frame, self.size)
+            item = Captured(frame, time.monotonic(), self.generation)
+            if self.out_slot.put(item, block=not self.live, stop=self._stop):
+                self.delivered += 1
+
+    def _finish(self) -> None:
+        self.done = True
+        self.finished_source.emit(self.delivered)
+
+
+# --------------------------------------------------------------------------------------------- perception
+
+@dataclass
+class PerceptionResult:
+    """Everything the panels show for one frame (composed off the GUI thread)."""
+
+    index: int
+    timestamp: float
+    captured_at: float
+    generation: int
+    rgb: np.ndarray
+    K: np.ndarray
+    depth_pred: np.ndarray | None = None  # metres
+    depth_sensor: np.ndarray | None = None
+    depth_pred_rgb: np.ndarray | None = None  # coloured on the fixed range, for the panels
+    depth_sensor_rgb: np.ndarray | None = None
+    seg_overlay: np.ndarray | None = None
+    seg_source: str = ""  # "prediction" | "ground truth" | ""
+    present: tuple = ()
+    normals_rgb: np.ndarray | None = None
+    normals_source: str = ""
+    edges: np.ndarray | None = None  # uint8 0..255 (probability or {0,1} ground truth)
+    edges_source: str = ""
+    gt_pose: np.ndarray | None = None
+    predict_ms: float = 0.0
+    sent_to_mapping: bool = False
+
+
+def overlay_labels(rgb: np.ndarray, labels: np.ndarray, label_space, alpha: float = 0.55) -> np.ndarray:
+    """Class colours blended over the image; unlabelled pixels keep the image."""
+    colour = label_space.colorize(labels).astype(np.float32)
+    out = rgb.astype(np.float32)
+    known = (labels != label_space.ignore_index) & (labels < label_space.num_classes)
+    out[known] = (1 - alpha) * out[known] + alpha * colour[known]
+    return out.astype(np.uint8)
+
+
+def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
+    """Camera-frame unit normals -> the usual (n + 1) / 2 colour image; unknown (zero) normals black."""
+    rgb = ((normals + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    rgb[~np.any(normals != 0, axis=-1)] = 0
+    return rgb
+
+
+class PerceptionThread(QtCore.QThread):
+    """Predicts on the newest captured frame, composes the panels' images into ``out_slot`` and sends the
+    frame to the mapping process. Without a predictor it shows (and maps) the source's own ground truth."""
+
+    failed = QtCore.pyqtSignal(str)
+
+    def __init__(self, in_slot: LatestSlot, out_slot: LatestSlot, predictor, label_space, mapper=None,
+                 depth_source: str = "pred", live: bool = True, depth_lut=None, parent=None):
+        super().__init__(parent)
+        self.depth_lut = depth_lut  # (lut (256,3) uint8, max depth m) for the depth panels, or None
+        self.live = live  # live sources: a frame the mapper has not taken yet is replaced (dropped)
+        self.in_slot, self.out_slot, self.predictor = in_slot, out_slot, predictor
+        self.label_space, self.mapper = label_space, mapper
+        self.depth_source = depth_source  # "pred" | "sensor": the depth that goes into the map
+        self._stop = threading.Event()
+        self.busy = False
+        self.processed = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            item = self.in_slot.get(timeout=0.05)
+            if item is None:
+                continue
+            self.busy = True
+            try:
+                result = self.process(item)
+                self.out_slot.put(result)
+                self.processed += 1
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                message = f"perception failed on frame {item.frame.index}: {one_line(exc)}"
+                if failures >= STEP_FAILURES_BEFORE_STOP:
+                    self.failed.emit(message + " (perception stopped; the map is kept)")
+                    self.busy = False
+                    return
+                self.failed.emit(message)
+            finally:
+                self.busy = False
+
+    def process(self, item: Captured) -> PerceptionResult:
+        frame = item.frame
+        t0 = time.perf_counter()
+        pred = self.predictor.predict(frame.rgb) if self.predictor is not None else None
+        predict_ms = 1000 * (time.perf_counter() - t0)
+        ls = self.label_space
+        res = PerceptionResult(index=frame.index, timestamp=frame.timestamp, captured_at=item.captured_at,
+                               generation=item.generation, rgb=frame.rgb, K=frame.K, depth_sensor=frame.depth,
+                               gt_pose=frame.pose, predict_ms=predict_ms)
+        if pred is not None:
+            res.depth_pred = pred.depth
+            labels, res.seg_source = pred.labels, "prediction"
+            if pred.normals is not None:
+                res.normals_rgb, res.normals_source = normals_to_rgb(pred.normals), "prediction"
+            if pred.edges is not None:
+                res.edges, res.edges_source = (pred.edges * 255).astype(np.uint8), "prediction"
+        else:
+            labels = frame.labels
+            res.seg_source = "ground truth" if labels is not None else ""
+            if frame.normals is not None:
+                res.normals_rgb, res.normals_source = normals_to_rgb(frame.normals), "ground truth"
+            if frame.edges is not None:
+                res.edges, res.edges_source = frame.edges * np.uint8(255), "ground truth"
+        if self.depth_lut is not None:  # colouring here keeps the GUI thread free
+            lut, top = self.depth_lut
+            if res.depth_pred is not None:
+                res.depth_pred_rgb = colorize_depth(res.depth_pred, lut, top)
+            if res.depth_sensor is not None:
+                res.depth_sensor_rgb = colorize_depth(res.depth_sensor, lut, top)
+        if labels is not None:
+            res.seg_overlay = overlay_labels(frame.rgb, labels, ls)
+            counts = np.bincount(labels.ravel(), minlength=256)[: ls.num_classes]
+            res.present = tuple(int(i) for i in np.flatnonzero(counts))
+        if self.mapper is not None:
+            res.sent_to_mapping = self._send_to_mapping(frame, pred)
+        return res
+
+    def _send_to_mapping(self, frame: Frame, pred) -> bool:
+        """Hand the frame to the mapping process. The first frame of each map carries its ground-truth pose
+        when the source has one (anchoring the map in the source's world frame, as ``m2hmx-map`` does)."""
+        from app.pipeline import to_perception_frame
+
+        mode = self.depth_source
+        if pred is None:
+            if frame.depth is None:
+                return False
+            mode = "gt"  # no network: the source's own depth and labels (shown as ground truth; may be none)
+        elif mode == "sensor" and frame.depth is None:
+            mode = "pred"
+        num_classes = self.label_space.num_classes
+
+        def make(anchor: bool):
+            return to_perception_frame(frame, pred, mode, num_classes, pose_prior=anchor and frame.pose is not None)
+
+        self.mapper.submit(make, wait=not self.live, stop=self._stop)
+        return True
+
+
+# --------------------------------------------------------------------------------------------- mapping
+
+class MappingClient:
+    """Starts and talks to the mapping process. ``submit`` may be called from any thread.
+
+    ``generation`` numbers the map: ``reset`` starts a new one, and messages of older maps are dropped
+    by ``poll``."""
+
+    def __init__(self, label_space, config, snapshot_every_s: float = 1.0):
+        from app.mapping_process import mapping_main
+
+        ctx = mp.get_context("spawn")
+        self.frames = ctx.Queue(maxsize=1)
+        self.commands = ctx.Queue()
+        self.results = ctx.Queue()
+        self.config = config
+        self.process = ctx.Process(target=mapping_main, name="m2hmx-mapping", daemon=True,
+                                   args=(label_space, config, self.frames, self.commands, self.results,
+                                         snapshot_every_s))
+        self._lock = threading.Lock()
+        self.generation = 0
+        self._anchor_pending = True  # the next frame starts a map
+        self.submitted = 0
+        self.dropped = 0
+        self.stopped = False
+        self.process.start()
+
+    def submit(self, make_frame, wait: bool = False, stop: threading.Event | None = None) -> None:
+        """Hand over ``make_frame(anchor)`` (a PerceptionFrame; ``anchor``: it starts the map). A frame still
+        waiting is dropped and counted (if it was to start the map, the new one does instead); with
+        ``wait`` (file sources: every frame should be mapped) wait for the mapper to take it instead."""
+        while wait and self.process.is_alive() and not (stop is not None and stop.is_set()):
+            with self._lock:
+                if not self.frames.full():
+                    break
+            time.sleep(0.005)
+        if self.stopped or not self.process.is_alive():
+            return
+        with self._lock:
+            anchor = self._anchor_pending
+            if self.frames.full():
+                try:
+                    _, was_anchor, _ = self.frames.get_nowait()
+                    anchor = anchor or was_anchor
+                    self.dropped += 1
+                except queue.Empty:
+                    pass  # the mapper took it meanwhile
+            try:
+                self.frames.put_nowait((self.generation, anchor, make_frame(anchor)))
+            except queue.Full:  # the feeder has not flushed the old one yet: count it as this one dropped
+                self.dropped += 1
+                return
+            self._anchor_pending = False
+            self.submitted += 1
+
+    def reset(self, config=None) -> None:
+        """Start a new map (with ``config`` when given, e.g. another depth source)."""
+        with self._lock:
+            self.generation += 1
+            try:
+                self.frames.get_nowait()
+            except queue.Empty:
+                pass
+            self._anchor_pending = True
+            self.command("reset", (self.generation, config))
+
+    def command(self, name: str, arg=None) -> None:
+        if self.process.is_alive():
+            self.commands.put((name, arg))
+
+    def poll(self) -> list[tuple[str, object]]:
+        """(kind, payload) of the messages of the current map the process sent since the last call."""
+        out = []
+        while True:
+            try:
+                kind, (generation, payload) = self.results.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                return out
+            if generation == self.generation or kind == "stopped":
+                out.append((kind, payload))
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the process to stop; kill it if it does not within ``timeout`` seconds."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.process.is_alive():
+            self.commands.put(("stop", None))
+            deadline = time.monotonic() + timeout
+            while self.process.is_alive() and time.monotonic() < deadline:
+                self.poll()  # keep the result pipe drained so the process can flush and exit
+                self.process.join(0.05)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(2.0)
+        for q in (self.frames, self.commands, self.results):
+            q.cancel_join_thread()
+            q.close()

@@ -1,0 +1,163 @@
+"""End-to-end speed of the viewer on the demo: frames/s shown, latency (capture -> on screen), mapping rate,
+and the longest GUI stall (a 5 ms QTimer heartbeat: the largest gap between its ticks beyond 5 ms, after
+the first 5 frames are on screen: start-up imports in worker threads hold the GIL for seconds).
+
+    .venv/bin/python -m benchmarks.bench_app [--frames 60] [--size 240x320]
+
+Runs the real window (needs an X display with OpenGL; without $DISPLAY an Xvfb is started). Configurations:
+no network (sensor depth + ground-truth labels: capture, GUI and mapping only), then the network with 1 and
+2 torch threads (the bundled model, or the m2hmx-demo architecture with random weights when the bundled
+file is missing: same compute, but its depth is meaningless, so the mapper integrates little).
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HEARTBEAT_MS = 5
+
+
+def ensure_display() -> None:
+    """Start an Xvfb for this process when there is no display (the 3D view needs OpenGL)."""
+    if os.environ.get("DISPLAY"):
+        return
+    if not shutil.which("Xvfb"):
+        sys.exit("no $DISPLAY and no Xvfb: run under xvfb-run -a -s '-screen 0 1600x1000x24'")
+    for n in range(91, 140):
+        if not Path(f"/tmp/.X{n}-lock").exists():
+            break
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    os.environ["DISPLAY"] = f":{n}"
+    time.sleep(1.0)
+
+
+def model_checkpoint(tmp: Path) -> tuple[str, str]:
+    """(checkpoint path, description): the bundled model, else the demo architecture with random weights."""
+    from app.main import bundled_model
+
+    if bundled_model().is_file():
+        return str(bundled_model()), "bundled model"
+    import torch
+
+    from m2hmx.checkpoint import save_checkpoint
+    from m2hmx.model import build_model
+
+    torch.manual_seed(0)
+    path = tmp / "random-demo.safetensors"
+    save_checkpoint(path, build_model("m2hmx-demo"))
+    return str(path), "demo architecture, random weights"
+
+
+def run_viewer(options, timeout_s: float = 600.0) -> dict:
+    """Run one scripted viewer session; returns its measurements."""
+    from PyQt6 import QtCore, QtWidgets
+
+    from app.window import MainWindow
+
+    app = QtWidgets.QApplication.instance()
+    window = MainWindow(options)
+    window.resize(1560, 960)
+    window.show()
+    shown_at, predict_ms = [], []
+    original = window._show_result
+
+    def show(result):
+        original(result)
+        shown_at.append(time.monotonic())
+        predict_ms.append(result.predict_ms)
+
+    window._show_result = show
+    beats = []
+    heartbeat = QtCore.QTimer()
+    heartbeat.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
+    heartbeat.start(HEARTBEAT_MS)
+    done = []
+    window.run_finished.connect(lambda: done.append(True))
+    deadline = time.monotonic() + timeout_s
+    while not done and time.monotonic() < deadline:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.001)
+    heartbeat.stop()
+    first_shown = 5 if len(shown_at) > 10 else 1  # skip warm-up (first predictions, map start)
+    span = shown_at[-1] - shown_at[first_shown] if len(shown_at) > first_shown + 1 else float("nan")
+    # GUI stalls in steady state (start-up imports of torch / Open3D in worker threads hold the GIL for seconds)
+    beats = np.array(beats)
+    if len(shown_at) > first_shown:
+        t0 = time.perf_counter() - (time.monotonic() - shown_at[first_shown])
+        beats = beats[beats >= t0]
+    gaps = np.diff(beats) * 1000 - HEARTBEAT_MS if len(beats) > 2 else np.zeros(1)
+    lat = np.array(list(window.latencies)[first_shown:]) if len(window.latencies) > first_shown else np.zeros(1)
+    m = window.mapping_times
+    out = {
+        "shown": len(shown_at), "fps": (len(shown_at) - 1 - first_shown) / span if span > 0 else float("nan"),
+        "predict_ms": float(np.mean(predict_ms[first_shown:])) if len(predict_ms) > first_shown else 0.0,
+        "map_fps": (len(m) - 1) / (m[-1] - m[0]) if len(m) > 2 else 0.0,
+        "lat50": float(np.percentile(lat, 50)), "lat95": float(np.percentile(lat, 95)),
+        "stall_max": float(gaps.max()), "stalls_50": int((gaps > 50).sum()),
+        "dropped": window.capture_slot.dropped + window.display_slot.dropped,
+        "map_dropped": window.mapper.dropped if window.mapper else 0,
+        "ate": window.ate, "finished": bool(done), "errors": list(window.errors),
+    }
+    window.close()
+    window.shutdown()
+    app.processEvents()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--size", default="240x320")
+    args = p.parse_args(argv)
+    ensure_display()
+    from PyQt6 import QtCore, QtWidgets
+
+    from app.sources import SourceSpec
+    from app.window import ViewerOptions
+
+    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])  # noqa: F841 (kept alive)
+    size = tuple(int(v) for v in args.size.split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
+    checkpoint, what = model_checkpoint(tmp)
+    configs = [("no network (sensor depth, GT labels)", None, 1), (f"{what}, 1 torch thread", checkpoint, 1),
+               (f"{what}, 2 torch threads", checkpoint, 2)]
+    rows = []
+    for name, ckpt, threads in configs:
+        opts = ViewerOptions(source=SourceSpec("demo", demo_frames=max(args.frames, 2)), checkpoint=ckpt, size=size,
+                             max_frames=args.frames, torch_threads=threads, output_dir=str(tmp))
+        r = run_viewer(opts)
+        rows.append((name, r))
+        print(f"done: {name}: {r['shown']} frames" + (f"; errors: {r['errors'][-1]}" if r["errors"] else ""),
+              file=sys.stderr)
+    print(f"\nm2hmx-viewer end to end, demo scene at {args.size}, {args.frames} frames, {os.cpu_count()} CPUs"
+          " (CPU shared with other work while measured: treat as upper bounds)")
+    head = (f"{'configuration':<46} {'shown':>5} {'frames/s':>8} {'net ms':>7} {'map f/s':>7} "
+            f"{'lat p50':>7} {'lat p95':>7} {'GUI max stall':>13} {'>50ms':>5} {'dropped':>7} {'ATE cm':>6}")
+    print(head)
+    print("-" * len(head))
+    for name, r in rows:
+        ate = "-" if r["ate"] is None else f"{100 * r['ate']:.1f}"
+        print(f"{name:<46} {r['shown']:>5} {r['fps']:>8.1f} {r['predict_ms']:>7.0f} {r['map_fps']:>7.1f} "
+              f"{r['lat50']:>7.0f} {r['lat95']:>7.0f} {r['stall_max']:>10.0f} ms {r['stalls_50']:>5} "
+              f"{r['dropped']:>3}/{r['map_dropped']:<3} {ate:>6}")
+    print("latency: capture -> on screen (ms); dropped: capture+display / mapping hand-offs; file sources wait "
+          "instead of dropping, so frames/s is that of the slowest stage")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

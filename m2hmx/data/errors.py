@@ -1,0 +1,11 @@
+"""The one exception the data layer raises for bad or unsupported input."""
+from __future__ import annotations
+
+
+class DatasetError(Exception):
+    """A dataset file or folder is missing, malformed or unsupported; the message is one line naming it."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -1,0 +1,124 @@
+"""ScanNet ``.sens`` files read directly (layout in shared/design/formats.md).
+
+Versions 3 and 4 (4 adds an IMU trailer, which is not needed here); colour raw / png / jpeg, depth
+raw_ushort / zlib_ushort (occi_ushort is proprietary: reported as unsupported). Colour is registered
+to the depth size with INTER_AREA and K = intrinsic_depth. Frames with a -inf pose are skipped with a
+warning. The frame table is indexed once at open (seeking over the payloads), so access is random.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from m2hmx.data.errors import DatasetError
+from m2hmx.data.frame import Frame
+from m2hmx.data.readers._common import IndexedSource, pose_valid, register_color
+
+COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
+DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_ushort"}
+
+
+class SensFile(IndexedSource):
+    """Frames of a ScanNet ``.sens`` recording."""
+
+    def __init__(self, path):
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise DatasetError(path, "file not found")
+        self.name = path.stem
+        size = path.stat().st_size
+        self._fh = fh = open(path, "rb")
+
+        def read(fmt):
+            n = struct.calcsize(fmt)
+            b = fh.read(n)
+            if len(b) != n:
+                raise DatasetError(path, f"truncated .sens header (file is {size} bytes)")
+            return struct.unpack(fmt, b)
+
+        (version,) = read("<I")
+        if version not in (3, 4):
+            raise DatasetError(path, f"unsupported .sens version {version} (supported: 3, 4)")
+        (name_len,) = read("<Q")
+        if name_len > 4096:
+            raise DatasetError(path, "not a .sens file (implausible sensor name length)")
+        self.sensor_name = fh.read(name_len).decode("utf-8", "replace")
+        mats = np.array(read("<64f"), np.float64).reshape(4, 4, 4)
+        self.intrinsic_color, self.extrinsic_color, self.intrinsic_depth, self.extrinsic_depth = mats
+        self.color_compression, self.depth_compression = read("<ii")
+        self.color_width, self.color_height, self.depth_width, self.depth_height = read("<4I")
+        (self.depth_shift,) = read("<f")
+        (n_frames,) = read("<Q")
+        cc = COLOR_COMPRESSION.get(self.color_compression, str(self.color_compression))
+        dc = DEPTH_COMPRESSION.get(self.depth_compression, str(self.depth_compression))
+        if cc not in ("raw", "png", "jpeg"):
+            raise DatasetError(path, f"unsupported colour compression '{cc}' (supported: raw, png, jpeg)")
+        if dc not in ("raw_ushort", "zlib_ushort"):
+            raise DatasetError(path, f"unsupported depth compression '{dc}' (supported: raw_ushort, zlib_ushort)")
+        if self.depth_shift <= 0:
+            raise DatasetError(path, f"invalid depth shift {self.depth_shift}")
+
+        # frame table: (pose, ts_color, colour offset, colour size, depth offset, depth size)
+        entries, skipped = [], 0
+        pos = fh.tell()
+        for k in range(n_frames):
+            fh.seek(pos)
+            hdr = fh.read(96)
+            if len(hdr) != 96:
+                raise DatasetError(path, f"truncated .sens: frame {k} of {n_frames} is cut off at byte {pos} (file is {size} bytes)")
+            vals = struct.unpack("<16fQQQQ", hdr)
+            pose = np.array(vals[:16], np.float64).reshape(4, 4)
+            ts_color, _ts_depth, csize, dsize = vals[16:]
+            coff = pos + 96
+            doff = coff + csize
+            pos = doff + dsize
+            if pos > size:
+                raise DatasetError(path, f"truncated .sens: frame {k} of {n_frames} needs bytes up to {pos} but the file is {size} bytes")
+            if pose_valid(pose):
+                entries.append((pose, ts_color, coff, csize, doff, dsize, k))
+            else:
+                skipped += 1
+        if skipped:
+            warnings.warn(f"{path}: skipped {skipped} frame(s) with an invalid (-inf) pose", stacklevel=2)
+        self._entries = entries
+        self.K = self.intrinsic_depth[:3, :3].copy()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _read(self, i: int) -> Frame:
+        import cv2
+
+        pose, ts, coff, csize, doff, dsize, k = self._entries[i]
+        # positional reads share no file offset, so forked DataLoader workers can read concurrently
+        cbytes = os.pread(self._fh.fileno(), csize, coff)
+        dbytes = os.pread(self._fh.fileno(), dsize, doff)
+        cw, ch, dw, dh = self.color_width, self.color_height, self.depth_width, self.depth_height
+        if self.color_compression == 0:
+            if len(cbytes) != cw * ch * 3:
+                raise DatasetError(self.path, f"frame {k}: raw colour has {len(cbytes)} bytes, expected {cw * ch * 3}")
+            rgb = np.frombuffer(cbytes, np.uint8).reshape(ch, cw, 3).copy()
+        else:
+            bgr = cv2.imdecode(np.frombuffer(cbytes, np.uint8), cv2.IMREAD_COLOR) if cbytes else None
+            if bgr is None:
+                raise DatasetError(self.path, f"frame {k}: cannot decode the colour image (corrupt)")
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        if self.depth_compression == 1:
+            try:
+                dbytes = zlib.decompress(dbytes)
+            except zlib.error:
+                raise DatasetError(self.path, f"frame {k}: corrupt zlib depth stream") from None
+        if len(dbytes) != dw * dh * 2:
+            raise DatasetError(self.path, f"frame {k}: depth has {len(dbytes)} bytes, expected {dw * dh * 2}")
+        depth = np.frombuffer(dbytes, "<u2").reshape(dh, dw).astype(np.float32) / np.float32(self.depth_shift)
+        rgb = register_color(rgb, dh, dw)
+        return Frame(rgb=rgb, K=self.K.copy(), timestamp=ts * 1e-6, index=k, depth=depth, pose=pose.copy())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()

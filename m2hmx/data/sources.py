@@ -1,0 +1,120 @@
+"""The FrameSource protocol and ``open_source``, which turns a path or shorthand into a source.
+
+Specs ``open_source`` understands (first match wins):
+
+- ``synthetic`` or ``synthetic:SEED`` -> a rendered synthetic walkthrough (300 frames, 240x320);
+- an existing path: ``*.sens`` (ScanNet), ``*.mat`` (NYUv2 labelled), a video file, or a folder:
+  TUM RGB-D (``rgb.txt`` + ``depth.txt``), ScanNet export (``color/`` + ``depth/``), 7-Scenes
+  (``frame-XXXXXX.color.jpg`` or ``seq-XX/``), a folder holding one ``sceneXXXX_YY.sens``, or images;
+- ``scannet/sceneXXXX[_YY]`` or ``sceneXXXX[_YY]`` -> ``<data_root or $M2HMX_DATA_ROOT>/scannet/sceneXXXX_YY``
+  (or ``<root>/scans/sceneXXXX_YY``), an export folder or a folder with the scene's ``.sens``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Protocol, runtime_checkable
+
+from m2hmx.data.errors import DatasetError
+from m2hmx.data.frame import Frame
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """An iterable of ``Frame``s. Finite sources have ``__len__``; live ones have ``num_frames = None``."""
+
+    name: str
+    label_space: object  # LabelSpace | None
+
+    def __iter__(self) -> Iterator[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+_SCENE = re.compile(r"^(?:scannet/|scans/)?(scene\d{4})(_\d{2})?$")
+
+
+def _open_folder(folder: Path, label_tsv=None):
+    from m2hmx.data.readers.sevenscenes import SevenScenes, is_7scenes
+
+    if (folder / "rgb.txt").is_file() and (folder / "depth.txt").is_file():
+        from m2hmx.data.readers.tum import TUMSequence
+
+        return TUMSequence(folder)
+    if (folder / "color").is_dir() or (folder / "depth").is_dir():
+        from m2hmx.data.readers.scannet import ScanNetExport
+
+        return ScanNetExport(folder, label_tsv=label_tsv)
+    if is_7scenes(folder):
+        return SevenScenes(folder)
+    sens = sorted(folder.glob("*.sens"))
+    if len(sens) == 1:
+        from m2hmx.data.readers.sens import SensFile
+
+        return SensFile(sens[0])
+    if len(sens) > 1:
+        raise DatasetError(folder, f"{len(sens)} .sens files here; name one of them")
+    from m2hmx.data.readers._common import IMAGE_EXTS
+
+    if any(p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir()):
+        from m2hmx.data.readers.video import ImageFolder
+
+        return ImageFolder(folder)
+    raise DatasetError(folder, "not a recognised dataset folder (TUM RGB-D, ScanNet export, 7-Scenes, .sens, images)")
+
+
+def _open_file(path: Path):
+    suffix = path.suffix.lower()
+    if suffix == ".sens":
+        from m2hmx.data.readers.sens import SensFile
+
+        return SensFile(path)
+    if suffix == ".mat":
+        from m2hmx.data.readers.nyu import NYUv2Labeled
+
+        return NYUv2Labeled(path)
+    from m2hmx.data.readers.video import VIDEO_EXTS, VideoFile
+
+    if suffix in VIDEO_EXTS:
+        return VideoFile(path)
+    raise DatasetError(path, f"unsupported file type '{suffix}' (.sens, .mat, {', '.join(VIDEO_EXTS)})")
+
+
+def resolve_scene(spec: str, data_root: str | None = None) -> Path | None:
+    """``scannet/scene0011`` -> the existing ``<root>/{scannet,scans}/scene0011_00`` folder, else None."""
+    m = _SCENE.match(spec.strip("/"))
+    if not m:
+        return None
+    root = data_root or os.environ.get("M2HMX_DATA_ROOT")
+    if not root:
+        raise DatasetError(spec, "ScanNet scene shorthand needs a data root (--data-root or $M2HMX_DATA_ROOT)")
+    scene = m.group(1) + (m.group(2) or "_00")
+    candidates = [Path(root) / "scannet" / scene, Path(root) / "scans" / scene, Path(root) / "scannet" / "scans" / scene]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise DatasetError(candidates[0], f"ScanNet scene not found (also looked in {candidates[1].parent})")
+
+
+def open_source(spec: str, data_root: str | None = None, label_tsv: str | None = None):
+    """Open a FrameSource from a path or shorthand (see the module docstring); raises DatasetError."""
+    spec = str(spec)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from m2hmx.data.synthetic import SyntheticSource
+
+        seed = spec.partition(":")[2] or "0"
+        if not seed.isdigit():
+            raise DatasetError(spec, "synthetic seed must be a non-negative integer (synthetic:SEED)")
+        return SyntheticSource(seed=int(seed))
+    path = Path(spec).expanduser()
+    if not path.exists() and data_root and (Path(data_root) / spec).exists():
+        path = Path(data_root) / spec
+    if path.is_file():
+        return _open_file(path)
+    if path.is_dir():
+        return _open_folder(path, label_tsv)
+    scene = resolve_scene(spec, data_root)
+    if scene is not None:
+        return _open_folder(scene, label_tsv)
+    raise DatasetError(path, "no such file or folder")

@@ -1,0 +1,93 @@
+"""Deployment wrapper: uint8 RGB of any size in, metric depth / classes / confidences / normals / edges out
+at the input size. Thread count (``torch.set_num_threads``) is the caller's business."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from m2hmx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from m2hmx.labels import LabelSpace, load_label_space
+
+
+class PredictorError(ValueError):
+    """Bad input to the predictor (one line)."""
+
+
+@dataclass
+class Prediction:
+    depth: np.ndarray  # (H,W) float32 metres (> 0)
+    labels: np.ndarray  # (H,W) uint8 train ids
+    confidence: np.ndarray  # (H,W) float32 probability of the chosen class
+    probs: np.ndarray | None = None  # (C,H,W) float32 class probabilities (return_probs=True)
+    normals: np.ndarray | None = None  # (H,W,3) float32 unit vectors, camera frame
+    edges: np.ndarray | None = None  # (H,W) float32 edge probability
+
+
+class Predictor:
+    """Runs an ``M2HMX`` in inference mode. ``amp``: None = bf16 autocast on CUDA and fp32 on CPU (bf16 is
+    far slower than fp32 on CPUs), or "bf16" / "fp16" / "fp32". The Mamba scan always runs in fp32.
+    ``compile``: wrap the model in ``torch.compile``."""
+
+    def __init__(self, model, device: str | torch.device = "cpu", amp: str | None = None, compile: bool = False):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        if amp is None:
+            amp = "bf16" if self.device.type == "cuda" else "fp32"
+        if amp not in ("bf16", "fp16", "fp32"):
+            raise PredictorError(f"amp '{amp}' is not bf16, fp16 or fp32")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.label_space: LabelSpace = load_label_space(self.config.label_space)
+        self.tasks = self.config.tasks
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str | torch.device = "cpu", **kwargs) -> "Predictor":
+        from m2hmx.checkpoint import load_model
+
+        return cls(load_model(path, device), device, **kwargs)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) the image is resized to: long side to the training resolution's long side, aspect kept."""
+        scale = max(self.config.image_size) / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray, return_probs: bool = False) -> Prediction:
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+            raise PredictorError(f"predict() needs a uint8 (H,W,3) RGB image, got {got}")
+        H, W = rgb.shape[:2]
+        h, w = self.network_size(H, W)
+        patch = self.config.backbone.patch_size
+        ph, pw = math.ceil(h / patch) * patch, math.ceil(w / patch) * patch
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        if (h, w) != (H, W):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self._mean) / self._std
+        x = F.pad(x, (0, pw - w, 0, ph - h))  # zero after normalisation = the mean colour
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self._forward(x)
+
+        def back(t: torch.Tensor, align_corners: bool = False) -> torch.Tensor:  # crop padding, resize to input
+            t = t[..., :h, :w].float()
+            if (h, w) != (H, W):
+                t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=align_corners)
+            return t[0]
+
+        probs = torch.softmax(back(out["semseg"]), dim=0)
+        conf, labels = probs.max(dim=0)
+        depth = back(out["depth"])[0].clamp_min(self.config.min_depth)
+        pred = Prediction(depth=depth.cpu().numpy(), labels=labels.to(torch.uint8).cpu().numpy(),
+                          confidence=conf.cpu().numpy(), probs=probs.cpu().numpy() if return_probs else None)
+        if "normals" in out:
+            pred.normals = F.normalize(back(out["normals"]), dim=0).permute(1, 2, 0).contiguous().cpu().numpy()
+        if "edge" in out:
+            pred.edges = torch.sigmoid(back(out["edge"], align_corners=True)[0]).cpu().numpy()
+        return pred

@@ -1,0 +1,494 @@
+"""Training loop: recipe configs, AdamW groups, warm-up + poly/cosine, resumable checkpoints, DDP.
+
+A recipe is a YAML file (``m2hmx/configs/<name>.yaml``) with the sections of ``DEFAULTS``; command-line
+``--set section.key=value`` overrides are YAML-parsed. The loop is deterministic for a fixed seed: the
+data order of every step and each item's augmentation are derived from ``(seed, step, slot)``, and a
+checkpoint (``<out_dir>/last.pt``) holds model, loss (log-variances), optimizer, scheduler, step and
+RNG states, so a resumed run continues bit-identically. ``torchrun --nproc_per_node N`` runs it with
+DistributedDataParallel (NCCL on CUDA, gloo on CPU). Recipe from m2hmx-model.md section 10.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from m2hmx.losses import LossWeights, MultiTaskLoss
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULTS: dict = {
+    "model": {"preset": "m2hmx-demo", "overrides": {}},
+    "data": {
+        "kind": "synthetic",  # synthetic | sources | nyudv2 (.mat, train split) | cityscapes
+        "seeds": [0, 16],  # synthetic: rooms range(start, stop)
+        "frames": 300,  # synthetic: length of each room's walkthrough (30 Hz)
+        "stride": 50,  # synthetic: train on every stride-th frame of each walk
+        "height": 240, "width": 320,  # synthetic: rendered size
+        "sources": [],  # sources: specs for m2hmx.data.sources.open_source
+        "data_root": None,
+        "size": [240, 320],  # network input (crop) size
+        "augment": True,
+    },
+    "optim": {"lr": 2e-4, "backbone_lr_scale": 0.5, "weight_decay": 0.01, "betas": [0.9, 0.999],
+              "warmup_steps": 1000, "schedule": "poly", "poly_power": 0.9, "grad_clip": 1.0},
+    "loss": {},  # fields of m2hmx.losses.LossWeights
+    "train": {"steps": 40000, "batch_size": 8, "num_workers": 0, "seed": 0, "out_dir": "runs/m2hmx",
+              "ckpt_every": 1000, "log_every": 20, "threads": None, "device": "auto", "bf16": True,
+              "resume": False, "stop_at": None},
+}
+
+FREE_SECTIONS = ("model.overrides", "loss")
+NO_DECAY_SUFFIXES = ("A_log", "D", "log_vars", "cls_token", "register_tokens", "mask_token")
+
+
+class TrainError(Exception):
+    """A recipe, override or dataset problem, reported as one line."""
+
+
+# ----------------------------------------------------------------------------------------- config
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise TrainError(f"config '{name_or_path}' is neither a file nor a bundled recipe ({known})")
+
+
+def _merge(base: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise TrainError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(base))})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise TrainError(f"config key '{where}{key}' must be a mapping")
+            if where + key in FREE_SECTIONS:  # checked where used (model config, LossWeights)
+                _deep_update(base[key], value)
+            else:
+                _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def _deep_update(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def load_config(name_or_path: str, overrides: list[str] = ()) -> dict:
+    """Defaults <- recipe file <- ``key.sub=value`` overrides (values parsed as YAML)."""
+    path = resolve_config_path(name_or_path)
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise TrainError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, recipe, "")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise TrainError(f"override '{item}' is not key=value")
+        value = yaml.safe_load(raw)
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        _merge(cfg, value, "")
+    cfg["config_file"] = str(path)
+    return cfg
+
+
+def build_model_config(model_cfg: dict):
+    """The network config of ``preset`` with ``overrides`` (nested dataclass fields by dotted keys)."""
+    from m2hmx.config import ConfigError, get_preset
+
+    try:
+        config = get_preset(model_cfg["preset"])
+    except ConfigError as exc:
+        raise TrainError(str(exc)) from None
+    return _replace_fields(config, model_cfg.get("overrides") or {}, "model.overrides.")
+
+
+def _replace_fields(obj, overrides: dict, where: str):
+    """``obj`` (a dataclass) with ``overrides`` applied; nested dataclasses take nested mappings."""
+    changes = {}
+    for key, value in overrides.items():
+        if key not in {f.name for f in dataclasses.fields(obj)}:
+            raise TrainError(f"'{where}{key}' is not a field of {type(obj).__name__}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise TrainError(f"'{where}{key}' must be a mapping of {type(current).__name__} fields")
+            value = _replace_fields(current, value, f"{where}{key}.")
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    try:
+        return dataclasses.replace(obj, **changes)
+    except (TypeError, ValueError) as exc:
+        raise TrainError(f"{where.rstrip('.')}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------- data
+class FrameSubset:
+    """Every ``stride``-th frame of a random-access frame source (what ``FrameDataset`` needs)."""
+
+    def __init__(self, source, stride: int):
+        self.source, self.stride = source, int(stride)
+        self.name, self.label_space = source.name, source.label_space
+
+    def __len__(self) -> int:
+        return len(range(0, len(self.source), self.stride))
+
+    def __getitem__(self, i: int):
+        return self.source[range(0, len(self.source), self.stride)[i]]
+
+
+def build_dataset(data_cfg: dict, label_space) -> Dataset:
+    from m2hmx.data.sources import open_source
+    from m2hmx.data.torch_datasets import FrameDataset
+
+    kind = data_cfg["kind"]
+    if kind == "cityscapes":
+        raise TrainError("the Cityscapes recipe needs a Cityscapes dataset reader, which m2hmx.data does not "
+                         "have yet (readers: ScanNet, TUM, 7-Scenes, NYUDv2 .mat, video, images, synthetic)")
+    size = tuple(int(v) for v in data_cfg["size"])
+    augment = bool(data_cfg["augment"])
+    if kind == "synthetic":  # rooms render on the fly (~25 ms a frame, cheaper than decoding files)
+        from m2hmx.data.synthetic import SyntheticSource
+
+        rooms = [FrameSubset(SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]),
+                                             int(data_cfg["width"])), data_cfg["stride"])
+                 for seed in range(*data_cfg["seeds"])]
+        return ConcatDataset([FrameDataset(r, size=size, augment=augment, label_space=label_space)
+                              for r in rooms])
+    if kind in ("sources", "nyudv2"):
+        specs = list(data_cfg["sources"])
+        if not specs:
+            raise TrainError(f"data.kind is '{kind}' but data.sources is empty")
+    else:
+        raise TrainError(f"data.kind '{kind}' is not one of synthetic, sources, nyudv2, cityscapes")
+
+    def open_train(spec: str):
+        if kind == "nyudv2":  # the 795-image train split (splits.mat beside the .mat)
+            from m2hmx.data.readers.nyu import NYUv2Labeled
+
+            root = data_cfg.get("data_root")
+            path = Path(root) / spec if root and not Path(spec).exists() else Path(spec)
+            return NYUv2Labeled(path, split="train")
+        return open_source(spec, data_cfg.get("data_root"))
+
+    parts = [FrameDataset(open_train(spec), size=size, augment=augment, label_space=label_space)
+             for spec in specs]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` runs the base ``__getitem__`` with python, numpy
+    and torch RNGs seeded by ``seed``, restoring the global RNG states afterwards: augmentation is a
+    function of the data schedule only (reproducible and resumable, with any number of workers)."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2 ** 32)
+            torch.manual_seed(seed)
+            try:
+                return self.base[index]
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+
+class StepBatches:
+    """Batch sampler of ``(index, item_seed)`` lists for steps ``start..steps-1``. Each epoch is a
+    permutation from ``seed + epoch``; step ``s`` takes the ``s``-th global batch and rank ``r`` its
+    ``r``-th slice, so the order depends on neither resumption nor worker count."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0, rank: int = 0,
+                 world: int = 1):
+        self.n, self.bs, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+        self.rank, self.world = rank, world
+        self.per_epoch = n // (batch_size * world)
+        if self.per_epoch == 0:
+            raise TrainError(f"the dataset has {n} items, fewer than one global batch ({batch_size} x {world})")
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        perm, perm_epoch = None, -1
+        gb = self.bs * self.world
+        for step in range(self.start, self.steps):
+            epoch, k = divmod(step, self.per_epoch)
+            if epoch != perm_epoch:
+                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+                perm_epoch = epoch
+            first = k * gb + self.rank * self.bs
+            yield [(perm[first + j], (self.seed * 1_000_003 + step) * 1024 + self.rank * self.bs + j)
+                   for j in range(self.bs)]
+
+
+# -------------------------------------------------------------------------------------- optimiser
+class TrainModule(nn.Module):
+    """Network + loss in one module, so DDP synchronises the loss's log-variances too."""
+
+    def __init__(self, model: nn.Module, criterion: MultiTaskLoss, autocast_device: str | None):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+        self.autocast_device = autocast_device
+
+    def forward(self, batch: dict):
+        ctx = (torch.autocast(self.autocast_device, dtype=torch.bfloat16) if self.autocast_device
+               else nullcontext())
+        with ctx:
+            outputs = self.model(batch["image"])
+        return self.criterion(_to_float(outputs), batch)
+
+
+def _to_float(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float(v) for v in x)
+    return x
+
+
+def param_groups(module: TrainModule, optim_cfg: dict) -> list[dict]:
+    """AdamW groups: no weight decay on norms, biases (all 1-D tensors), ``A_log``, ``D``, tokens and
+    log-variances; the backbone (its LoRA adapters) at ``lr * backbone_lr_scale``."""
+    lr, wd = float(optim_cfg["lr"]), float(optim_cfg["weight_decay"])
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_SUFFIXES
+        backbone = name.startswith("model.backbone.")
+        groups.setdefault((no_decay, backbone), []).append(p)
+    scale = float(optim_cfg["backbone_lr_scale"])
+    return [{"params": ps, "weight_decay": 0.0 if nd else wd, "lr": lr * (scale if bb else 1.0)}
+            for (nd, bb), ps in sorted(groups.items())]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float) -> float:
+    """Linear warm-up from 0 over ``warmup`` steps, then poly(power) or cosine decay to 0 at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "poly":
+        return (1.0 - progress) ** power
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise TrainError(f"optim.schedule '{schedule}' is not poly or cosine")
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------- distributed
+def _dist_setup(device_cfg: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_cfg in ("auto", "cuda")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------ train
+def train(cfg: dict, progress: bool = True) -> TrainModule:
+    """Run (or resume) the recipe ``cfg``; writes ``<out_dir>/{last.pt, model.safetensors, log.csv,
+    config.yaml}`` and returns the trained network + loss module (each rank its own copy)."""
+    from tqdm import tqdm
+
+    from m2hmx.checkpoint import save_checkpoint
+    from m2hmx.labels import load_label_space
+    from m2hmx.model import build_model
+
+    tcfg, ocfg = cfg["train"], cfg["optim"]
+    if tcfg["threads"]:
+        torch.set_num_threads(int(tcfg["threads"]))
+    rank, world, device = _dist_setup(tcfg["device"])
+    main_rank = rank == 0
+    seed = int(tcfg["seed"])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    model_config = build_model_config(cfg["model"])
+    label_space = load_label_space(model_config.label_space)
+    dataset = SeededItems(build_dataset(cfg["data"], label_space))
+    model = build_model(model_config)
+    try:
+        weights = LossWeights(**cfg["loss"])
+    except TypeError as exc:
+        raise TrainError(f"loss: {exc}") from None
+    criterion = MultiTaskLoss(model_config.tasks, model_config.min_depth, model_config.max_depth, weights)
+    module = TrainModule(model, criterion, "cuda" if device.type == "cuda" and tcfg["bf16"] else None)
+    module.to(device).train()
+
+    optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=tuple(ocfg["betas"]))
+    total = int(tcfg["steps"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"])))
+
+    out_dir = Path(tcfg["out_dir"])
+    last = out_dir / "last.pt"
+    start = 0
+    if tcfg["resume"]:
+        if not last.is_file():
+            raise TrainError(f"cannot resume: {last} does not exist")
+        state = torch.load(last, map_location=device, weights_only=False)
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["step"])
+        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    if main_rank:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    stop = min(total, int(tcfg["stop_at"])) if tcfg["stop_at"] is not None else total
+    sampler = StepBatches(len(dataset), int(tcfg["batch_size"]), stop, seed, start, rank, world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(tcfg["num_workers"]),
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
+
+    net = module
+    if world > 1:
+        # find_unused_parameters: heads whose aux weight is 0 (normals) produce outputs no loss uses
+        net = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
+
+    def save(step: int) -> None:
+        rngs = [None] * world
+        if world > 1:
+            torch.distributed.all_gather_object(rngs, _rng_state())
+        else:
+            rngs = [_rng_state()]
+        if not main_rank:
+            return
+        _atomic_torch_save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "step": step, "rng": rngs, "config": cfg}, last)
+        save_checkpoint(out_dir / "model.safetensors", model,
+                        extra={"step": step, "recipe": Path(cfg["config_file"]).stem,
+                               "log_vars": criterion.uncertainty.log_vars.tolist() if criterion.uncertainty else None})
+
+    log_path = out_dir / "log.csv"
+    fields = ["step", "epoch", "lr", "loss"] + [f"loss_{t}" for t in sorted(model_config.tasks)] + \
+             [f"logvar_{t}" for t in sorted(model_config.tasks)] + ["grad_norm", "sec_per_step"]
+    if main_rank:
+        _trim_log(log_path, fields, start)
+    sums: dict[str, float] = {}
+    count, tick = 0, time.perf_counter()
+    bar = tqdm(total=stop, initial=start, desc="train", disable=not (progress and main_rank), dynamic_ncols=True)
+    step = start
+    try:
+        for batch in loader:
+            batch = _to_device(batch, device)
+            loss, parts = net(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(ocfg["grad_clip"]))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for t, v in parts.items():
+                sums[f"loss_{t}"] = sums.get(f"loss_{t}", 0.0) + v.item()
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+            count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if main_rank and (step % int(tcfg["log_every"]) == 0 or step == stop):
+                now = time.perf_counter()
+                row = {k: v / count for k, v in sums.items()}
+                row.update(step=step, epoch=step // sampler.per_epoch, lr=scheduler.get_last_lr()[0],
+                           sec_per_step=(now - tick) / count)
+                if criterion.uncertainty is not None:
+                    for t, s in zip(criterion.uncertainty.tasks, criterion.uncertainty.log_vars.tolist()):
+                        row[f"logvar_{t}"] = s
+                _append_log(log_path, fields, row)
+                sums, count, tick = {}, 0, now
+            if step % int(tcfg["ckpt_every"]) == 0 and step != stop:
+                save(step)
+    except KeyboardInterrupt:
+        if main_rank:
+            bar.write(f"interrupted at step {step}: saving {last}")
+    finally:
+        bar.close()
+    save(step)
+    if world > 1:
+        torch.distributed.barrier()
+    return module
+
+
+def _trim_log(path: Path, fields: list[str], start: int) -> None:
+    """Start a fresh log, or on resume drop rows past the resumed step."""
+    rows = []
+    if start > 0 and path.is_file():
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _append_log(path: Path, fields: list[str], row: dict) -> None:
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields, extrasaction="ignore").writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

@@ -1,0 +1,344 @@
+"""The Mono-Hydra bridge: perception frames in, metric-semantic map, trajectory and scene graph out.
+
+``MappingBridge.process`` runs per frame: (scale-align predicted depth) -> track against the map ->
+(re-align at the tracked pose) -> TSDF integration -> class-evidence fusion -> ray-cast for the next
+frame. Failed tracking keeps the map and holds the last good pose. No torch, no Qt.
+
+Confidence: the TSDF update of Open3D takes no per-pixel weights, so pixels whose network confidence
+is below ``min_confidence`` are masked out of integration (depth set to 0); the semantic update weighs
+every label by its confidence (see ``mapping.fusion``).
+
+Scale (``align_scale``, on for predicted depth): the map keeps the first frame's scale and every later
+depth map is brought onto it in two steps. (1) Before tracking, the median ratio to the depth ray-cast
+from the map at the predicted pose removes most of the error, so frame-to-model tracking converges.
+(2) After tracking, a joint 7-DoF (pose + scale) point-to-plane fit against the previous aligned depth
+map (``tracking.refine_pose_and_scale``) sets the exact factor, and the frame is tracked again with it.
+Step 2 is needed because a scale error looks like motion along the view axis: estimated separately,
+part of it stays in the pose and the map's scale drifts. The previous depth map is the reference
+rather than the ray-cast because the TSDF ray-cast carries a small voxel-level offset that a joint fit
+would read as scale. ``map_scale`` reports the geometric mean of the applied factors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mapping.fusion import SemanticVoxels, confidence_weight
+from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
+from mapping.tracking import Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
+
+STAGES = ("align", "track", "integrate", "semantics", "raycast")
+
+
+@dataclass
+class MappingConfig:
+    depth_mode: str = "sensor"  # "sensor" | "gt" | "pred": where the depth comes from
+    align_scale: bool | None = None  # rescale depth onto the map; None = on for predicted depth only
+    use_pose_prior: bool = False  # ground-truth-pose mode: frame.pose_prior is the pose, no tracking
+    voxel_size: float | None = None  # metres; None = 1 cm for images >= 640 px wide, else 2 cm
+    block_count: int = 4000  # initial TSDF block reservation (16^3 voxels each); grows when needed
+    depth_min: float = 0.1
+    depth_max: float = 5.0
+    depth_diff: float = 0.07  # odometry correspondence gate (m)
+    trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
+    odometry: str = "point_to_plane"  # "point_to_plane" | "hybrid" | "intensity"
+    min_fitness: float = 0.25  # odometry inlier fraction below which tracking has failed
+    max_jump_m: float = 0.3  # larger per-frame translation = failure
+    max_jump_deg: float = 30.0  # larger per-frame rotation = failure
+    weight_threshold: float = 2.0  # TSDF weight a voxel needs to appear in extracted geometry
+    min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
+    semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
+    keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
+
+    def __post_init__(self) -> None:
+        if self.depth_mode not in ("sensor", "gt", "pred"):
+            raise ValueError(f"depth_mode must be sensor, gt or pred, got '{self.depth_mode}'")
+
+    @property
+    def scale_alignment(self) -> bool:
+        return self.depth_mode == "pred" if self.align_scale is None else bool(self.align_scale)
+
+    def resolve_voxel_size(self, width: int) -> float:
+        if self.voxel_size is not None:
+            return float(self.voxel_size)
+        return 0.01 if width >= 640 else 0.02
+
+
+@dataclass
+class StepResult:
+    index: int
+    timestamp: float
+    pose: np.ndarray  # camera-to-world 4x4
+    tracking_ok: bool
+    message: str
+    timings_ms: dict
+    scale: float = 1.0  # factor applied to this frame's depth (1 without alignment)
+
+
+@dataclass
+class MapSnapshot:
+    vertices: np.ndarray  # (V,3) float64
+    triangles: np.ndarray  # (T,3) int32
+    class_colors: np.ndarray  # (V,3) uint8 label-space colours (grey where unknown)
+    rgb_colors: np.ndarray  # (V,3) uint8
+    vertex_classes: np.ndarray  # (V,) uint8, 255 = unknown
+    timestamps: np.ndarray  # (N,)
+    trajectory: np.ndarray  # (N,4,4)
+    tracking_ok: np.ndarray  # (N,) bool
+    objects: list = field(default_factory=list)  # mapping.scene_graph.ObjectNode
+
+
+@dataclass
+class Keyframe:
+    """A downsampled depth view kept to tell observed free space from unknown space (places)."""
+
+    depth: np.ndarray
+    K: np.ndarray
+    pose: np.ndarray
+
+
+class MappingBridge:
+    def __init__(self, label_space, config: MappingConfig | None = None):
+        self.label_space = label_space
+        self.config = config or MappingConfig()
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        self._tracker: Tracker | None = None
+        self._semantics: SemanticVoxels | None = None
+        self._timestamps: list[float] = []
+        self._poses: list[np.ndarray] = []  # map units
+        self._ok: list[bool] = []
+        self._log_scales: list[float] = []
+        self._last_pose: np.ndarray | None = None
+        self._prev_depth: np.ndarray | None = None
+        self._velocity = np.eye(4)  # last good frame-to-frame motion (constant-velocity prediction)
+        self._render_pose = np.eye(4)  # where the current ray-cast was rendered
+        self.keyframes: list[Keyframe] = []
+        self.failures = 0
+        self.timing_totals = {s: 0.0 for s in STAGES}
+        self.frames = 0
+
+    @property
+    def voxel_size(self) -> float | None:
+        return None if self._tracker is None else self._tracker.voxel_size
+
+    @property
+    def map_scale(self) -> float:
+        """Geometric mean of the depth-scale factors applied so far (1 without alignment)."""
+        if not self.config.scale_alignment or not self._log_scales:
+            return 1.0
+        return float(np.exp(np.mean(self._log_scales)))
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, frame: PerceptionFrame) -> StepResult:
+        cfg = self.config
+        if not isinstance(frame, PerceptionFrame):
+            raise InterfaceError(f"process() takes a PerceptionFrame, got {type(frame).__name__}")
+        if cfg.use_pose_prior and frame.pose_prior is None:
+            raise InterfaceError("ground-truth-pose mode needs frame.pose_prior on every frame")
+        times = dict.fromkeys(STAGES, 0.0)
+        if self._tracker is None:
+            start = frame.pose_prior if frame.pose_prior is not None else np.eye(4)
+            self._tracker = Tracker(frame.K, frame.size, start, cfg)
+            self._semantics = SemanticVoxels(self._tracker.voxel_size, self.label_space.num_classes)
+            self._last_pose = np.asarray(start, np.float64)
+        tracker = self._tracker
+        if frame.size != (tracker.height, tracker.width) or not np.allclose(frame.K, tracker.K):
+            raise InterfaceError(f"frame size/intrinsics changed mid-sequence ({frame.size} vs "
+                                 f"{(tracker.height, tracker.width)}): reset() the bridge first")
+
+        depth = frame.depth.copy()
+        depth[(depth < cfg.depth_min) | (depth > cfg.depth_max)] = 0
+        if frame.confidence is not None:
+            depth[frame.confidence < cfg.min_confidence] = 0
+        ok, message, scale = True, "", 1.0
+        align = cfg.scale_alignment
+        if cfg.use_pose_prior:
+            pose = frame.pose_prior
+            if align and tracker.integrated_frames:
+                t0 = time.perf_counter()
+                tracker.synthesize(pose)
+                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)
+                times["align"] += time.perf_counter() - t0
+        elif tracker.integrated_frames == 0:
+            pose = self._last_pose
+        else:
+            if align:
+                t0 = time.perf_counter()
+                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)  # ray-cast at the last pose
+                times["align"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tracker.set_input(depth, frame.rgb)
+            try:
+                delta, _ = tracker.track()
+                pose = self._render_pose @ delta
+            except TrackingFailure as exc:
+                ok, message, pose = False, str(exc), self._last_pose
+                self._velocity = np.eye(4)
+            times["track"] += time.perf_counter() - t0
+            if ok and align and self._prev_depth is not None:
+                # Scale from a joint pose + scale fit against the previous (aligned) depth map, then
+                # re-track with the corrected depth (see module docstring).
+                t0 = time.perf_counter()
+                init = np.linalg.inv(self._last_pose) @ pose
+                refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
+                times["align"] += time.perf_counter() - t0
+                if refined is not None and 0.8 < refined[1] < 1.25:
+                    depth *= np.float32(refined[1])
+                    scale *= refined[1]
+                    t0 = time.perf_counter()
+                    tracker.set_input(depth, frame.rgb)
+                    try:
+                        delta, _ = tracker.track()
+                        pose = self._render_pose @ delta
+                    except TrackingFailure:
+                        pass
+                    times["track"] += time.perf_counter() - t0
+
+        if ok and (depth > 0).sum() < 100:
+            ok, message = False, "no valid depth in this frame"
+        if ok:
+            t0 = time.perf_counter()
+            tracker.set_input(depth, frame.rgb)
+            tracker.integrate(pose)
+            times["integrate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self._fuse_semantics(frame, depth, pose)
+            times["semantics"] += time.perf_counter() - t0
+            if align and scale > 0:
+                self._log_scales.append(float(np.log(scale)))
+            if (tracker.integrated_frames - 1) % cfg.keyframe_every == 0:
+                self._add_keyframe(depth, frame.K, pose)
+            pose = np.asarray(pose, np.float64)
+            if tracker.integrated_frames > 1 and not cfg.use_pose_prior:
+                self._velocity = np.linalg.inv(self._last_pose) @ pose
+            self._last_pose = pose
+            self._prev_depth = depth if align else None
+            # Ray-cast the map for the next frame at the constant-velocity prediction: the tracker starts
+            # there, which also steadies it where the geometry leaves a direction unconstrained (a wall).
+            t0 = time.perf_counter()
+            self._render_pose = pose @ self._velocity
+            tracker.synthesize(self._render_pose)
+            times["raycast"] += time.perf_counter() - t0
+        else:
+            self.failures += 1
+        self._timestamps.append(frame.timestamp)
+        self._poses.append(np.asarray(pose, np.float64).copy())
+        self._ok.append(ok)
+        self.frames += 1
+        for k, v in times.items():
+            self.timing_totals[k] += v
+        return StepResult(self.frames - 1, frame.timestamp, np.array(pose, np.float64), ok, message,
+                          {k: 1000 * v for k, v in times.items()}, scale)
+
+    def _fuse_semantics(self, frame: PerceptionFrame, depth: np.ndarray, pose: np.ndarray) -> None:
+        s = max(1, self.config.semantic_stride)
+        d = depth[::s, ::s]
+        labels = frame.labels[::s, ::s]
+        valid = (d > 0) & (labels != IGNORE_LABEL)
+        if not valid.any():
+            return
+        v, u = np.nonzero(valid)
+        z = d[valid].astype(np.float64)
+        K = frame.K
+        x = ((u * s) - K[0, 2]) / K[0, 0] * z
+        y = ((v * s) - K[1, 2]) / K[1, 1] * z
+        pts = np.stack([x, y, z], 1) @ pose[:3, :3].T + pose[:3, 3]
+        conf = None if frame.confidence is None else frame.confidence[::s, ::s][valid]
+        weights = confidence_weight(conf, self.label_space.num_classes, len(z))
+        self._semantics.fuse(pts, labels[valid], weights)
+
+    def _add_keyframe(self, depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> None:
+        step = max(1, depth.shape[1] // 80)
+        Ks = K.copy()
+        Ks[:2] /= step
+        Ks[:2, 2] = (K[:2, 2] - (step - 1) / 2.0) / step
+        self.keyframes.append(Keyframe(depth[step // 2::step, step // 2::step].copy(), Ks, np.array(pose)))
+        if len(self.keyframes) > 400:
+            self.keyframes = self.keyframes[::2]
+
+    # ------------------------------------------------------------------ outputs
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """(timestamps (N,), metric camera-to-world poses (N,4,4))."""
+        poses = np.array(self._poses).reshape(-1, 4, 4)
+        return np.array(self._timestamps, np.float64), poses
+
+    def semantic_voxels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(metric voxel centres (M,3), class evidence (M,C))."""
+        if self._semantics is None:
+            return np.zeros((0, 3)), np.zeros((0, self.label_space.num_classes), np.float32)
+        centres, evidence = self._semantics.voxels()
+        return centres, evidence
+
+    def snapshot(self, with_objects: bool = True) -> MapSnapshot:
+        from mapping.scene_graph import extract_objects
+
+        times, poses = self.trajectory()
+        if self._tracker is None:
+            empty = np.zeros((0, 3), np.uint8)
+            return MapSnapshot(np.zeros((0, 3)), np.zeros((0, 3), np.int32), empty, empty, np.zeros(0, np.uint8),
+                               times, poses, np.array(self._ok, bool))
+        vertices, triangles, rgb = self._tracker.extract_mesh()
+        classes = self._semantics.classify(vertices)
+        objects = []
+        if with_objects:
+            centres, evidence = self.semantic_voxels()
+            objects = extract_objects(centres, evidence, self.label_space, self.voxel_size)
+        return MapSnapshot(vertices, triangles, self.class_colors(classes), rgb, classes,
+                           times, poses, np.array(self._ok, bool), objects)
+
+    def class_colors(self, classes: np.ndarray) -> np.ndarray:
+        lut = np.full((256, 3), 128, np.uint8)
+        lut[: self.label_space.num_classes] = self.label_space.colors
+        return lut[classes]
+
+    def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Metric surface points of the TSDF, their RGB colours and class ids (255 = unknown)."""
+        if self._tracker is None:
+            return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.uint8)
+        pts, rgb = self._tracker.extract_points()
+        return pts, rgb, self._semantics.classify(pts)
+
+    def scene_graph(self, snapshot: MapSnapshot | None = None):
+        from mapping.scene_graph import build_scene_graph
+
+        snap = snapshot or self.snapshot()
+        keyframes = [Keyframe(k.depth, k.K, k.pose) for k in self.keyframes]
+        return build_scene_graph(snap.objects, snap.vertices, snap.vertex_classes, snap.trajectory, keyframes,
+                                 self.label_space)
+
+    def export(self, out_dir: str | Path) -> list[Path]:
+        from mapping.export import write_label_space, write_mesh, write_point_cloud
+        from mapping.trajectory import write_hydra_csv, write_tum
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        snap = self.snapshot()
+        written = []
+        if len(snap.triangles):
+            written.append(write_mesh(out / "mesh.ply", snap.vertices, snap.triangles, snap.class_colors))
+            written.append(write_mesh(out / "mesh_rgb.ply", snap.vertices, snap.triangles, snap.rgb_colors))
+            written.append(write_mesh(out / "mesh.glb", snap.vertices, snap.triangles, snap.class_colors))
+        pts, rgb, _ = self.points()
+        if len(pts):
+            written.append(write_point_cloud(out / "points.ply", pts, rgb))
+        if len(snap.timestamps):
+            written.append(write_tum(out / "trajectory.tum", snap.timestamps, snap.trajectory))
+            written.append(write_hydra_csv(out / "trajectory.csv", snap.timestamps, snap.trajectory))
+        written += self.scene_graph(snap).write(out, self.label_space)
+        written += write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space)
+        return written
+
+
+def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:
+    """Rescale ``depth`` in place onto ``rendered``; returns the accumulated factor."""
+    ratio = scale_ratio(depth, rendered)
+    if ratio is None or not 0.5 < ratio < 2.0:
+        return scale
+    depth *= np.float32(ratio)
+    return scale * ratio

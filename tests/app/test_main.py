@@ -1,0 +1,42 @@
+"""The viewer's command line (no window)."""
+import pytest
+
+from app.main import build_parser, bundled_model, options_from_args
+
+
+def test_help_lists_sources_groups_examples_and_keys(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("--camera", "--realsense", "--realsense-bag", "--dataset", "--video", "--checkpoint", "--device",
+                   "--labelspace", "--depth-scale", "--output-dir", "--data-root", "--max-frames", "--screenshot",
+                   "--quit-when-done", "--export", "examples:", "Space play/pause", "source (pick one"):
+        assert needle in text, needle
+
+
+def test_sources_are_mutually_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--camera", "0", "--video", "a.mp4"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_options_follow_the_arguments(tmp_path):
+    opts = options_from_args(build_parser().parse_args(
+        ["--dataset", "scannet/scene0011", "--data-root", str(tmp_path), "--checkpoint", "m.safetensors",
+         "--depth-source", "sensor", "--size", "480x640", "--max-frames", "5", "--depth-scale", "1.2"]))
+    source = opts.source
+    assert (source.kind, source.value, source.data_root) == ("dataset", "scannet/scene0011", str(tmp_path))
+    assert opts.checkpoint == "m.safetensors" and opts.depth_source == "sensor" and opts.size == (480, 640)
+    assert opts.max_frames == 5 and opts.depth_scale == 1.2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--size", "big"])
+
+
+def test_demo_uses_the_bundled_model_or_says_it_is_missing():
+    opts = options_from_args(build_parser().parse_args([]))
+    assert opts.source.kind == "demo"
+    if bundled_model().is_file():
+        assert opts.checkpoint == str(bundled_model()) and not opts.checkpoint_note
+    else:
+        assert opts.checkpoint is None and "not found" in opts.checkpoint_note

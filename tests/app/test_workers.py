@@ -1,0 +1,70 @@
+"""Worker hand-offs and panel image helpers (no window)."""
+import threading
+import time
+
+import numpy as np
+
+from app.workers import LatestSlot, normals_to_rgb, overlay_labels
+from m2hmx.labels import load_label_space
+
+
+def test_latest_slot_keeps_the_newest_and_counts_drops():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get() == 4 and slot.dropped == 4
+    assert slot.get() is None and slot.empty()
+
+
+def test_latest_slot_blocking_put_waits_for_the_consumer():
+    slot = LatestSlot()
+    slot.put("a")
+    done = threading.Event()
+
+    def producer():
+        slot.put("b", block=True)
+        done.set()
+
+    threading.Thread(target=producer, daemon=True).start()
+    time.sleep(0.2)
+    assert not done.is_set()  # "a" not taken yet: the producer waits, nothing dropped
+    assert slot.get() == "a"
+    assert done.wait(2.0) and slot.get(timeout=1.0) == "b" and slot.dropped == 0
+
+
+def test_blocking_put_gives_up_on_stop():
+    slot, stop = LatestSlot(), threading.Event()
+    slot.put(1)
+    stop.set()
+    assert slot.put(2, block=True, stop=stop) is False and slot.get() == 1
+
+
+def test_overlay_colours_known_pixels_only():
+    ls = load_label_space("scannet20")
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    labels = np.array([[0, 255], [1, 255]], np.uint8)
+    out = overlay_labels(rgb, labels, ls, alpha=1.0)
+    np.testing.assert_array_equal(out[0, 0], ls.colors[0])
+    np.testing.assert_array_equal(out[1, 0], ls.colors[1])
+    np.testing.assert_array_equal(out[:, 1], rgb[:, 1])
+
+
+def test_normals_colours():
+    n = np.zeros((1, 3, 3), np.float32)
+    n[0, 0] = (0, 0, -1)  # facing the camera
+    n[0, 1] = (1, 0, 0)
+    out = normals_to_rgb(n)
+    np.testing.assert_array_equal(out[0, 0], (127, 127, 0))
+    np.testing.assert_array_equal(out[0, 1], (255, 127, 127))
+    np.testing.assert_array_equal(out[0, 2], (0, 0, 0))  # unknown
+
+
+def test_depth_colours_use_a_fixed_metric_range():
+    from app.widgets.image_panel import colorize_depth
+
+    lut = np.stack([np.arange(256)] * 3, axis=1).astype(np.uint8)  # grey ramp
+    depth = np.array([[0.0, 1.5, 3.0, 9.0]], np.float32)
+    out = colorize_depth(depth, lut, max_depth=3.0)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 127, 255, 255])  # 0 = invalid -> black; beyond -> top
+    # the same depth gets the same colour whatever else is in the frame (no per-frame rescaling)
+    np.testing.assert_array_equal(colorize_depth(depth[:, 1:2], lut, 3.0), out[:, 1:2])

@@ -1,0 +1,59 @@
+"""Test-only writers for small .sens files (the layout in shared/design/formats.md)."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def write_sens(path: Path, frames, color_compression: int = 2, depth_compression: int = 1,
+               version: int = 4, depth_shift: float = 1000.0) -> Path:
+    """Write ``frames`` (Frame objects with rgb, depth, pose, K) as a ScanNet .sens file."""
+    frames = list(frames)
+    h, w = frames[0].depth.shape
+    K4 = np.eye(4, dtype=np.float32)
+    K4[:3, :3] = frames[0].K
+    name = b"m2hmx-test"
+    out = [struct.pack("<IQ", version, len(name)), name]
+    for M in (K4, np.eye(4), K4, np.eye(4)):
+        out.append(np.asarray(M, "<f4").tobytes())
+    out.append(struct.pack("<ii4IfQ", color_compression, depth_compression, w, h, w, h, depth_shift, len(frames)))
+    for k, f in enumerate(frames):
+        if color_compression == 2:
+            cbytes = cv2.imencode(".jpg", f.rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        elif color_compression == 1:
+            cbytes = cv2.imencode(".png", f.rgb[:, :, ::-1])[1].tobytes()
+        else:
+            cbytes = np.ascontiguousarray(f.rgb).tobytes()
+        raw = np.round(f.depth * depth_shift).astype("<u2").tobytes()
+        dbytes = zlib.compress(raw) if depth_compression == 1 else raw
+        pose = np.full((4, 4), -np.inf) if f.pose is None else f.pose
+        out.append(np.asarray(pose, "<f4").tobytes())
+        out.append(struct.pack("<QQQQ", int(k * 33333), int(k * 33333), len(cbytes), len(dbytes)))
+        out += [cbytes, dbytes]
+    if version == 4:
+        out.append(struct.pack("<Q", 0))
+    Path(path).write_bytes(b"".join(out))
+    return Path(path)
+
+
+def write_nyu_mat(path, n=3, h=6, w=8):
+    """A tiny NYUv2-labelled-style .mat (HDF5); returns the arrays in image layout."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8)
+    depth = rng.uniform(0.5, 9.0, (n, h, w)).astype(np.float32)
+    raw = np.zeros((n, h, w), np.uint16)
+    raw[:, 0, :] = 21  # wall (raw id 21 -> nyu40 1)
+    raw[:, 1, :] = 11  # floor (raw 11 -> nyu40 2)
+    raw[:, 2, :] = 5  # chair (raw 5 -> nyu40 5)
+    raw[:, 3, 1] = 4  # ceiling (raw 4 -> nyu40 22)
+    with h5py.File(path, "w") as fh:  # MATLAB v7.3 stores column-major: h5py sees the transposes
+        fh["images"] = rgb.transpose(0, 3, 2, 1)
+        fh["depths"] = depth.transpose(0, 2, 1)
+        fh["labels"] = raw.transpose(0, 2, 1)
+    return rgb, depth, raw

@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import open3d as o3d
+import pytest
+import yaml
+
+from app.pipeline import run_mapping, to_perception_frame
+from mapping.bridge import MappingBridge, MappingConfig
+from mapping.fusion import SemanticVoxels
+from mapping.trajectory import read_hydra_csv, read_tum
+
+
+@pytest.fixture(scope="module")
+def gt_pose_map(tiny_sequence):
+    """The tiny sequence mapped with ground-truth poses and 30% random label noise."""
+    source, frames = tiny_sequence
+    bridge = MappingBridge(source.label_space, MappingConfig(use_pose_prior=True))
+    rng = np.random.default_rng(0)
+    for f in frames:
+        pf = to_perception_frame(f, None, "sensor", source.label_space.num_classes, pose_prior=True)
+        noisy = rng.random(pf.labels.shape) < 0.3
+        pf.labels = np.where(noisy & (pf.labels != 255), rng.integers(0, 20, pf.labels.shape), pf.labels).astype(np.uint8)
+        bridge.process(pf)
+    return source, frames, bridge
+
+
+def test_majority_class_under_label_noise(gt_pose_map):
+    source, frames, bridge = gt_pose_map
+    centres, evidence = bridge.semantic_voxels()
+    # True class of each voxel: the class of the nearest scene triangle.
+    rc = o3d.t.geometry.RaycastingScene()
+    rc.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(source.scene.mesh))
+    closest = rc.compute_closest_points(o3d.core.Tensor(centres.astype(np.float32)))
+    true = source.scene.triangle_class[closest["primitive_ids"].numpy()]
+    well_seen = (evidence.sum(1) >= 5) & (true != 255)
+    accuracy = (np.argmax(evidence, 1)[well_seen] == true[well_seen]).mean()
+    assert well_seen.sum() > 1000 and accuracy > 0.95, accuracy
+    # The map's surface (mesh vertices) as a user sees it: >95% carry the true class.
+    snap = bridge.snapshot(with_objects=False)
+    closest = rc.compute_closest_points(o3d.core.Tensor(snap.vertices.astype(np.float32)))
+    true_v = source.scene.triangle_class[closest["primitive_ids"].numpy()]
+    labelled = (true_v != 255) & (snap.vertex_classes != 255)
+    assert labelled.mean() > 0.6
+    assert (snap.vertex_classes[labelled] == true_v[labelled]).mean() > 0.95
+
+
+def test_fusion_weights_confident_labels_more():
+    sem = SemanticVoxels(0.1, 3, 16)
+    p = np.zeros((6, 3)) + 0.05
+    sem.fuse(p[:4], np.array([1, 1, 1, 1], np.uint8), np.full(4, 0.2, np.float32))
+    sem.fuse(p[:2], np.array([2, 2], np.uint8), np.full(2, 2.0, np.float32))
+    _, ev = sem.voxels()
+    assert len(ev) == 1 and np.argmax(ev[0]) == 2 and np.isclose(ev[0, 1], 0.8)
+
+
+def test_scene_graph_objects_match_furniture(gt_pose_map):
+    source, frames, bridge = gt_pose_map
+    graph = bridge.scene_graph()
+    objs = [o for o in graph.objects if o.num_points >= 200]
+    matched = 0
+    for truth in source.scene.objects:
+        cands = [o for o in objs if o.class_id == truth.class_id]
+        if not cands:
+            continue
+        centre = lambda o: (np.array(o.bbox_min) + np.array(o.bbox_max)) / 2  # noqa: E731
+        best = min(cands, key=lambda o: np.linalg.norm(centre(o) - truth.center))
+        if np.linalg.norm(centre(best) - truth.center) < 0.25:
+            matched += 1
+    # The 60-frame walk sees the bed, cabinet, chair and two otherfurniture items fully or mostly.
+    assert matched >= 4, [(o.name, np.round(o.centroid, 2)) for o in objs]
+    assert graph.places and graph.rooms and len(graph.rooms) <= 2
+    assert np.allclose(graph.up, [0, 0, 1], atol=0.05)
+
+
+def test_exports_round_trip(gt_pose_map, tmp_path):
+    source, frames, bridge = gt_pose_map
+    written = bridge.export(tmp_path)
+    names = {p.name for p in written}
+    assert {"mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
+            "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv"} <= names
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    snap = bridge.snapshot()  # Open3D's parallel extraction orders vertices differently each call: sort
+    mesh = o3d.io.read_triangle_mesh(str(tmp_path / "mesh.ply"))
+    v_file, v_snap = np.asarray(mesh.vertices), snap.vertices
+    o_file, o_snap = np.lexsort(v_file.T), np.lexsort(v_snap.T)
+    assert np.allclose(v_file[o_file], v_snap[o_snap], atol=1e-5)
+    assert len(mesh.triangles) == len(snap.triangles)
+    c_file = np.round(np.asarray(mesh.vertex_colors) * 255).astype(np.uint8)
+    assert (c_file[o_file] == snap.class_colors[o_snap]).all(1).mean() > 0.99
+    glb = o3d.io.read_triangle_mesh(str(tmp_path / "mesh.glb"))  # via ASSIMP, which reorders vertices
+    assert len(glb.triangles) == len(mesh.triangles)
+    v_glb = np.asarray(glb.vertices)
+    o_glb = np.lexsort(v_glb.T)
+    assert np.allclose(v_glb[o_glb], v_file[o_file], atol=1e-5)
+    c_glb = np.round(np.asarray(glb.vertex_colors) * 255).astype(np.uint8)
+    assert np.array_equal(c_glb[o_glb], c_file[o_file])
+    pcd = o3d.io.read_point_cloud(str(tmp_path / "points.ply"))
+    assert len(pcd.points) == len(bridge.points()[0])
+    t, poses = bridge.trajectory()
+    for tt, pp in (read_tum(tmp_path / "trajectory.tum"), read_hydra_csv(tmp_path / "trajectory.csv")):
+        assert np.allclose(tt, t, atol=1e-6) and np.allclose(pp, poses, atol=1e-6)
+    import spark_dsg as dsg
+
+    graph = bridge.scene_graph()
+    for name in ("dsg.json", "dsg.sparkdsg"):
+        g = dsg.DynamicSceneGraph.load(str(tmp_path / name))
+        assert g.get_layer(dsg.DsgLayers.OBJECTS).num_nodes() == len(graph.objects)
+        assert g.get_layer(dsg.DsgLayers.PLACES).num_nodes() == len(graph.places)
+        assert g.get_layer(dsg.DsgLayers.ROOMS).num_nodes() == len(graph.rooms)
+        node = g.get_node(dsg.NodeSymbol("O", 0))
+        assert node.attributes.semantic_label == graph.objects[0].class_id
+        assert np.allclose(node.attributes.position, graph.objects[0].centroid)
+    plain = json.loads((tmp_path / "scene_graph.json").read_text())
+    assert len(plain["objects"]) == len(graph.objects) and plain["objects"][0]["name"] == graph.objects[0].name
+    ls = yaml.safe_load((tmp_path / "labelspace.yaml").read_text())
+    assert ls["total_semantic_labels"] == 20 and ls["label_names"][0] == {"label": 0, "name": "wall"}
+    assert set(ls["object_labels"]) == set(source.label_space.object_ids)
+    rows = (tmp_path / "labelspace_colors.csv").read_text().splitlines()
+    assert rows[0] == "name,red,green,blue,alpha,id" and len(rows) == 21
+    assert rows[1].split(",")[1:4] == [str(v) for v in source.label_space.colors[0]]

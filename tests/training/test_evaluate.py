@@ -1,0 +1,59 @@
+"""evaluate() over real generated frames with predictors whose errors are known exactly."""
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from m2hmx.data.synthetic import SyntheticSource
+from m2hmx.evaluate import EvalError, evaluate, format_report
+from m2hmx.labels import load_label_space
+
+
+class KnownErrorPredictor:
+    """Returns the frame's own ground truth, with depth multiplied by ``depth_scale``."""
+
+    tasks = ("semseg", "depth", "normals", "edge")
+
+    def __init__(self, source, depth_scale=1.0, space="scannet20"):
+        self.frames = {f.rgb.tobytes(): f for f in source}
+        self.depth_scale = depth_scale
+        self.label_space = load_label_space(space)
+
+    def predict(self, rgb):
+        f = self.frames[rgb.tobytes()]
+        return SimpleNamespace(labels=f.labels, depth=f.depth * self.depth_scale, normals=f.normals,
+                               edges=f.edges.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def source():
+    return SyntheticSource(seed=7, frames=3, height=48, width=64)
+
+
+def test_perfect_predictions_score_perfectly(source, tmp_path):
+    grid = tmp_path / "grid.png"
+    r = evaluate(KnownErrorPredictor(source), source, 0.1, 10.0, grid_path=grid, progress=False)
+    assert r["frames"] == 3
+    assert r["semseg"]["miou"] == pytest.approx(1.0) and r["semseg"]["pixel_acc"] == pytest.approx(1.0)
+    assert r["depth"]["abs_rel"] == pytest.approx(0.0) and r["depth"]["delta1"] == 1.0
+    assert r["depth"]["scale_median_std"] == pytest.approx(0.0)
+    assert r["normals"]["median"] == pytest.approx(0.0, abs=0.02)
+    assert r["edge"]["f_ods"] == pytest.approx(1.0)
+    image = cv2.imread(str(grid))
+    assert image is not None and image.shape[0] > 100
+    text = format_report(r)
+    assert "mIoU 1.0000" in text and "wall" in text
+
+
+def test_scaled_depth_shows_in_absrel_and_scale(source):
+    r = evaluate(KnownErrorPredictor(source, depth_scale=1.1), source, 0.1, 10.0, max_frames=2, progress=False)
+    assert r["frames"] == 2
+    assert r["depth"]["abs_rel"] == pytest.approx(0.1, abs=2e-3)  # clamping at 10 m barely matters here
+    assert r["depth"]["scale_median_mean"] == pytest.approx(1.1, abs=1e-3)
+    assert r["depth"]["delta1"] == 1.0
+
+
+def test_label_space_mismatch_is_one_line_error(source):
+    with pytest.raises(EvalError, match="label space"):
+        evaluate(KnownErrorPredictor(source, space="nyu40"), source, 0.1, 10.0, progress=False)

@@ -1,0 +1,160 @@
+"""The training loop on a tiny generated scene with a tiny network: it learns, resumes bit-identically,
+runs under DistributedDataParallel (2 gloo processes), and its recipes/overrides fail clearly."""
+import socket
+
+import pytest
+import torch
+
+from m2hmx.cli.train import main as train_main
+from m2hmx.data.synthetic import write_scene
+from m2hmx.labels import load_label_space
+from m2hmx.train import (DEFAULTS, TrainError, TrainModule, build_dataset, build_model_config, load_config,
+                         lr_factor, param_groups)
+
+TINY_NET = ["model.overrides.image_size=[32,48]", "model.overrides.backbone.hidden_size=32",
+            "model.overrides.backbone.num_layers=4", "model.overrides.backbone.num_heads=2",
+            "model.overrides.backbone.intermediate_size=64", "model.overrides.backbone.layer_indices=[0,1,2,3]",
+            "model.overrides.decoder_dim=32", "model.overrides.d_state=4", "model.overrides.depth_bins=8"]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("scene") / "room", seed=3, frames=8, height=48, width=64,
+                       progress=False)
+
+
+def tiny(scene, out_dir, *more):
+    return ["--config", "demo", *(f"--set={s}" for s in TINY_NET + [
+        "data.kind=sources", f"data.sources=[{scene}]", "data.size=[32,48]", "train.batch_size=2",
+        "train.steps=20", "train.ckpt_every=10", "train.log_every=1", "train.threads=null",
+        "optim.lr=3e-3", "optim.warmup_steps=2", f"train.out_dir={out_dir}", *more]), "--no-progress"]
+
+
+def read_log(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_twenty_steps_lower_the_loss_and_resume_is_bit_identical(scene, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    assert train_main(tiny(scene, full)) == 0
+    rows = read_log(full / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 21))
+    task_sum = [sum(float(r[f"loss_{t}"]) for t in ("semseg", "depth", "normals", "edge")) for r in rows]
+    assert sum(task_sum[-4:]) / 4 < 0.8 * sum(task_sum[:4]) / 4
+    assert (full / "model.safetensors").is_file()
+
+    assert train_main(tiny(scene, split, "train.stop_at=10")) == 0
+    assert torch.load(split / "last.pt", weights_only=False)["step"] == 10
+    assert train_main(tiny(scene, split) + ["--resume"]) == 0
+    a = torch.load(full / "last.pt", weights_only=False)
+    b = torch.load(split / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 20
+    assert a["module"].keys() == b["module"].keys()
+    assert all(torch.equal(a["module"][k], b["module"][k]) for k in a["module"])
+    def without_timing(log):
+        return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in log]
+
+    assert without_timing(read_log(split / "log.csv")) == without_timing(rows)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, argv, out_dir):
+    import os
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from m2hmx.train import load_config, train
+
+    cfg = load_config("demo", [a.removeprefix("--set=") for a in argv if a.startswith("--set=")])
+    module = train(cfg, progress=False)
+    torch.save(module.state_dict(), f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_stay_in_sync(scene, tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    argv = tiny(scene, out, "train.steps=3")  # 2 frames per rank and step
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), argv, str(out)), nprocs=2)
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)  # different data per rank, averaged gradients
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 3
+    assert len(read_log(out / "log.csv")) == 3
+
+
+def test_recipes_and_overrides():
+    cfg = load_config("demo", ["optim.lr=0.01", "train.steps=7", "loss.consistency_se=0.0"])
+    assert cfg["optim"]["lr"] == 0.01 and cfg["train"]["steps"] == 7 and cfg["loss"]["consistency_se"] == 0.0
+    assert cfg["train"]["batch_size"] == 4  # from the recipe, not the defaults
+    assert DEFAULTS["optim"]["lr"] == 2e-4  # defaults untouched
+    for bad, msg in ((["optim.lrr=1"], "unknown config key 'optim.lrr'"), (["optim=3"], "must be a mapping"),
+                     (["nokey"], "not key=value")):
+        with pytest.raises(TrainError, match=msg):
+            load_config("demo", bad)
+    with pytest.raises(TrainError, match="neither a file nor a bundled recipe"):
+        load_config("no-such-recipe")
+    with pytest.raises(TrainError, match="not a field of BackboneConfig"):
+        build_model_config({"preset": "m2hmx-demo", "overrides": {"backbone": {"widht": 3}}})
+    for name in ("nyudv2", "scannet", "cityscapes"):
+        assert load_config(name)["model"]["preset"] == "m2hmx-l"
+
+
+def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
+    cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
+                               "data.width=64", "data.size=[32,48]"])
+    data = build_dataset(cfg["data"], load_label_space("scannet20"))
+    assert len(data) == 6  # frames 0, 8, 16 of rooms 5 and 6
+    item = data[4]
+    assert item["image"].shape == (3, 32, 48) and item["semseg"].shape == (32, 48)
+    assert item["K"][0, 0] == pytest.approx(data.datasets[1].source.source.K[0, 0] * 48 / 64, rel=1e-6)
+    from m2hmx.data.synthetic import SyntheticSource
+
+    expected = SyntheticSource(6, 20, 48, 64)[8]
+    assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
+
+
+def test_cityscapes_recipe_fails_with_one_line_message(capsys):
+    assert train_main(["--config", "cityscapes", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Cityscapes dataset reader" in err
+
+
+def test_param_groups_no_decay_on_norms_biases_ssm_and_log_vars():
+    from m2hmx.losses import MultiTaskLoss
+    from m2hmx.model import build_model
+
+    cfg = load_config("demo", [s for s in TINY_NET])
+    model = build_model(build_model_config(cfg["model"]))
+    module = TrainModule(model, MultiTaskLoss(model.config.tasks, 0.1, 10.0), None)
+    groups = param_groups(module, {"lr": 1e-3, "weight_decay": 0.05, "backbone_lr_scale": 0.5})
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(module.named_parameters())
+    assert len(decay_of) == sum(p.requires_grad for p in named.values())
+    for name, p in named.items():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        expect = 0.0 if p.ndim <= 1 or leaf in ("A_log", "D", "log_vars", "cls_token", "register_tokens", "mask_token") else 0.05
+        assert decay_of[id(p)] == expect, name
+        assert lr_of[id(p)] == (5e-4 if name.startswith("model.backbone.") else 1e-3), name
+    assert any(n.endswith("A_log") for n in named) and any(n.endswith("log_vars") for n in named)
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, "poly", 0.9) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "poly", 0.9) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "poly", 0.9) == pytest.approx(0.5 ** 0.9)
+    assert lr_factor(55, 100, 10, "cosine", 0.9) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine", 0.9) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(TrainError):
+        lr_factor(50, 100, 10, "step", 0.9)
