@@ -3,7 +3,13 @@
 Importing the package is cheap and imports no torch; the network lives in ``m2hmx.model`` and the
 deployment API in ``m2hmx.predictor``.
 """
+import os
 from pathlib import Path
+
+# torch and numba each bring an OpenMP runtime; with the default active wait their idle threads spin
+# against each other and a forward pass slows several-fold on a 2-core machine. Must be set before
+# torch is imported, so every entry point imports m2hmx first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -91,7 +91,7 @@ def _exp32(x):
     return p * _int32_bits_as_float32(np.int32((k + np.float32(127.0)) * np.float32(8388608.0)))
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _scan_forward_kernel(u, delta, A, Bl, Cl, y):
     n_batch, n_chan, length = u.shape
     n_state = A.shape[1]
@@ -115,7 +115,7 @@ def _scan_forward_kernel(u, delta, A, Bl, Cl, y):
             y[b, d, t] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _scan_backward_kernel(u, delta, A, Bl, Cl, gy, gu, gdelta, gA_part, gB_part, gC_part):
     """Gradients of y = scan(u, delta, A, B, C). Channels are split into G = gB_part.shape[1] groups; each
     (batch, group) task owns its slice of the gB/gC partial sums ([Bt,G,L,N], summed over G by the caller)

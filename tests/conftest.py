@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before any test imports torch)
+
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-# Before torch loads libgomp: busy-waiting OpenMP threads (torch) and numba's parallel scan threads starve
-# each other on a small CPU (measured: tiny-model forward 8.5 s -> 0.05 s, demo training step 4 s -> 0.9 s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 
 def main(argv: list[str] | None = None) -> int:

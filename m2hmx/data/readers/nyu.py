@@ -2,7 +2,7 @@
 
 The file stores arrays column-major, so h5py sees ``images`` as [N, 3, W, H], ``depths`` and
 ``labels`` as [N, W, H]: each is transposed back to [H, W(, 3)]. Raw labels (1..894, 0 unlabelled)
-map to NYU-40 through ``assets/labelspaces/nyu894_to_nyu40.json``; frames carry NYU-40 train ids
+map to NYU-40 through ``assets/nyu894_to_nyu40.json``; frames carry NYU-40 train ids
 (nyu40 id - 1, 255 unlabelled). The standard 795 / 654 train / test split comes from the NYU
 toolbox's ``splits.mat`` (``trainNdxs`` / ``testNdxs``, 1-based), which the user supplies (or which
 sits beside the ``.mat``). Intrinsics: 518.8579, 519.46961, 325.58245, 253.73617 (NYU toolbox).
@@ -27,7 +27,7 @@ NYU_K = np.array([[518.8579, 0, 325.58245], [0, 519.46961, 253.73617], [0, 0, 1]
 @lru_cache(maxsize=1)
 def raw_to_nyu40() -> np.ndarray:
     """LUT raw NYU label id (0..894) -> nyu40 id (0 unlabelled)."""
-    spec = json.loads((ASSETS_DIR / "labelspaces" / "nyu894_to_nyu40.json").read_text())
+    spec = json.loads((ASSETS_DIR / "nyu894_to_nyu40.json").read_text())
     return np.concatenate([[0], np.asarray(spec["map"], np.uint8)]).astype(np.uint8)
 
 
