@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a ScanNet export folder or .sens, TUM RGB-D or 7-Scenes folder, NYUv2 .mat, image "
                           "folder, 'scannet/sceneXXXX' (under --data-root) or 'synthetic:SEED'")
     src.add_argument("--video", metavar="FILE", help="a video file")
-    group.add_argument("--demo-seed", type=int, default=0, metavar="SEED", help="seed of the generated demo room (0)")
+    group.add_argument("--demo-seed", type=int, default=1000, metavar="SEED",
+                       help="seed of the generated demo room (1000: a room the bundled model never saw in training)")
     group.add_argument("--data-root", metavar="DIR",
                      help="root for dataset shorthands like scannet/scene0011 (default: $M2HMX_DATA_ROOT)")
 

@@ -10,6 +10,8 @@ from pathlib import Path
 # against each other and a forward pass slows several-fold on a 2-core machine. Must be set before
 # torch is imported, so every entry point imports m2hmx first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# numba would try TBB first (too old in the wheels here: a warning) and then take OpenMP anyway.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
 __version__ = "0.1.0"
 
