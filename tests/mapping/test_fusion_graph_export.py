@@ -5,7 +5,7 @@ import open3d as o3d
 import pytest
 import yaml
 
-from app.pipeline import run_mapping, to_perception_frame
+from app.pipeline import to_perception_frame
 from mapping.bridge import MappingBridge, MappingConfig
 from mapping.fusion import SemanticVoxels
 from mapping.trajectory import read_hydra_csv, read_tum
