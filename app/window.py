@@ -423,13 +423,23 @@ class MainWindow(QtWidgets.QMainWindow):
         """The whole window to ``path`` (PNG) and the 3D view beside it (``<stem>_map.png``)."""
         path = Path(path) if path else Path(self.options.output_dir) / f"screenshot-{self._stamp()}.png"
         try:
-            written = [write_png(self.grab().toImage(), path),
-                       write_png(self.map_view.screenshot(), path.with_name(path.stem + "_map.png"))]
+            view = self.map_view.screenshot()
+            written = [write_png(self.window_image(view), path),
+                       write_png(view, path.with_name(path.stem + "_map.png"))]
         except OSError as exc:
             self.show_error(f"screenshot failed: {exc}")
             return []
         self.status("screenshots written: " + ", ".join(str(p) for p in written), 6000)
         return written
+
+    def window_image(self, view: QtGui.QImage) -> QtGui.QImage:
+        """The whole window as shown, with the 3D view's frame ``view`` drawn where the view is (a native
+        OpenGL window is not part of a widget grab)."""
+        image = self.grab().toImage()
+        painter = QtGui.QPainter(image)
+        painter.drawImage(QtCore.QRect(self.map_view.mapTo(self, QtCore.QPoint(0, 0)), self.map_view.size()), view)
+        painter.end()
+        return image
 
     def screenshot_as(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", self.options.output_dir,

@@ -3,12 +3,18 @@ scene-graph objects as labelled boxes. Mouse: left-drag orbits, wheel zooms, mid
 
 Everything is drawn in the map's world frame after ``set_world_to_display`` (a rotation that puts the
 map's up axis on the view's z axis: the mapping backend's world frame is OpenCV-like, y down).
+
+The 3D view is a native OpenGL window (``QOpenGLWindow``) inside a container widget, not a
+``QOpenGLWidget``: a ``QOpenGLWidget`` makes Qt composite the whole main window through OpenGL on every
+repaint of any panel, which on a machine without a GPU (Mesa's software rasterizer) blocked the GUI
+thread for 50-150 ms about ten times a second (``benchmarks/bench_app.py``).
 """
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph.opengl as gl
-from PyQt6 import QtGui
+from pyqtgraph.opengl.GLViewWidget import GLViewMixin
+from PyQt6 import QtCore, QtGui, QtOpenGL, QtWidgets
 
 EST_COLOR = (1.0, 0.55, 0.0, 1.0)  # estimated trajectory: orange
 GT_COLOR = (0.1, 0.9, 0.3, 1.0)  # ground truth: green
@@ -41,22 +47,48 @@ def box_lines(aabb_min: np.ndarray, aabb_max: np.ndarray) -> np.ndarray:
     return corners[_BOX_EDGES.reshape(-1)]
 
 
-class MapView(gl.GLViewWidget):
+class GLMapWindow(GLViewMixin, QtOpenGL.QOpenGLWindow):
+    """pyqtgraph's 3D view (items, camera, mouse orbit / zoom / pan) on a native OpenGL window."""
+
+    def __init__(self):
+        super().__init__()
+        self.user_moved = False  # once the user orbits or zooms, the view stays where they put it
+
+    def devicePixelRatioF(self) -> float:  # QWidget's name, used by GLViewMixin
+        return self.devicePixelRatio()
+
+    def rect(self) -> QtCore.QRect:  # used by GLTextItem
+        return QtCore.QRect(0, 0, self.width(), self.height())
+
+    def mousePressEvent(self, ev):
+        self.user_moved = True
+        super().mousePressEvent(ev)
+
+    def wheelEvent(self, ev):
+        self.user_moved = True
+        super().wheelEvent(ev)
+
+
+class MapView(QtWidgets.QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setBackgroundColor((25, 25, 30))
-        self.setCameraPosition(distance=8.0, elevation=35, azimuth=-60)
+        self.gl = GLMapWindow()
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QtWidgets.QWidget.createWindowContainer(self.gl, self))
+        self.gl.setBackgroundColor((25, 25, 30))
+        self.gl.setCameraPosition(distance=8.0, elevation=35, azimuth=-60)
         self._grid = gl.GLGridItem()
         self._grid.setSize(20, 20)
         self._grid.setSpacing(1, 1)
         self._grid.setColor((80, 80, 90, 120))
-        self.addItem(self._grid)
+        self.gl.addItem(self._grid)
         self._transform = np.eye(4)
         self._mesh: gl.GLMeshItem | None = None
         self._points = gl.GLScatterPlotItem(pos=np.zeros((1, 3)), size=3.0, pxMode=True)
         self._points.setGLOptions("opaque")
         self._points.hide()
-        self.addItem(self._points)
+        self.gl.addItem(self._points)
         self._est = gl.GLLinePlotItem(color=EST_COLOR, width=2.0, antialias=False)
         self._gt = gl.GLLinePlotItem(color=GT_COLOR, width=2.0, antialias=False)
         self._frustum = gl.GLLinePlotItem(color=FRUSTUM_COLOR, width=1.5, mode="lines", antialias=False)
@@ -64,12 +96,11 @@ class MapView(gl.GLViewWidget):
         for item in (self._est, self._gt, self._frustum, self._boxes):
             item.setGLOptions("opaque")
             item.hide()
-            self.addItem(item)
+            self.gl.addItem(item)
         self._labels: list[gl.GLTextItem] = []
         self._geometry: dict | None = None
         self.color_mode = "class"  # or "rgb"
         self._fitted_diag = 0.0  # extent the view was last fitted to; 0 = never
-        self._user_moved = False  # once the user orbits or zooms, the view stays where they put it
         self.num_points = 0
 
     # ---- frame conventions
@@ -88,7 +119,7 @@ class MapView(gl.GLViewWidget):
                           "class": np.asarray(class_colors), "rgb": np.asarray(rgb_colors)}
         self.num_points = len(vertices)
         self._draw_geometry()
-        if not self._user_moved and len(vertices) > 100:
+        if not self.gl.user_moved and len(vertices) > 100:
             self._fit(self._geometry["vertices"])
 
     def set_color_mode(self, mode: str) -> None:
@@ -111,7 +142,7 @@ class MapView(gl.GLViewWidget):
             self._points.hide()
             if self._mesh is None:
                 self._mesh = gl.GLMeshItem(smooth=False, drawEdges=False, shader=None, glOptions="opaque")
-                self.addItem(self._mesh)
+                self.gl.addItem(self._mesh)
             self._mesh.setMeshData(vertexes=g["vertices"], faces=np.asarray(g["triangles"], np.int32),
                                    vertexColors=rgba)
             self._mesh.show()
@@ -137,18 +168,10 @@ class MapView(gl.GLViewWidget):
         if diag < 1.2 * self._fitted_diag:
             return
         center = (lo + hi) / 2
-        self.setCameraPosition(pos=QtGui.QVector3D(*center.tolist()), distance=max(1.5, 1.1 * diag))
+        self.gl.setCameraPosition(pos=QtGui.QVector3D(*center.tolist()), distance=max(1.5, 1.1 * diag))
         self._grid.resetTransform()
         self._grid.translate(float(center[0]), float(center[1]), float(lo[2]))
         self._fitted_diag = diag
-
-    def mousePressEvent(self, ev):
-        self._user_moved = True
-        super().mousePressEvent(ev)
-
-    def wheelEvent(self, ev):
-        self._user_moved = True
-        super().wheelEvent(ev)
 
     # ---- trajectories, camera, objects
     def set_trajectory(self, positions: np.ndarray | None, ground_truth: np.ndarray | None = None) -> None:
@@ -169,7 +192,7 @@ class MapView(gl.GLViewWidget):
     def set_objects(self, objects: list[tuple[str, np.ndarray, np.ndarray]]) -> None:
         """Scene-graph objects as (label, aabb_min, aabb_max) in world coordinates."""
         for label in self._labels:
-            self.removeItem(label)
+            self.gl.removeItem(label)
         self._labels = []
         if not objects:
             self._boxes.hide()
@@ -182,7 +205,7 @@ class MapView(gl.GLViewWidget):
             mid = corners.mean(axis=0)
             text = gl.GLTextItem(pos=np.array([mid[0], mid[1], top[2] + 0.05]), text=name,
                                  color=(255, 255, 255, 255))
-            self.addItem(text)
+            self.gl.addItem(text)
             self._labels.append(text)
         self._boxes.setData(pos=np.concatenate(segs))
         self._boxes.show()
@@ -192,4 +215,4 @@ class MapView(gl.GLViewWidget):
 
     def screenshot(self) -> QtGui.QImage:
         """The 3D view as rendered (framebuffer grab)."""
-        return self.grabFramebuffer()
+        return self.gl.grabFramebuffer()

@@ -50,8 +50,9 @@ class FrameDataset(Dataset):
     ``frames_or_source``: a list of ``Frame`` or a source with ``__len__`` and ``__getitem__`` (e.g.
     ``SyntheticSource``, ``ScanNetExport``). Frames read from a source are decoded once and kept in
     memory (compactly) when ``cache`` is true. Labels are mapped from the source's label space to
-    ``label_space`` through nyu40 ids (e.g. NYU-40 -> ScanNet-20). With ``augment``: random scale in
-    [1, 1.5] then a random crop, horizontal flip (normal x negated, cx mirrored) and colour jitter.
+    ``label_space`` through nyu40 ids (e.g. NYU-40 -> ScanNet-20). With ``augment``: random zoom in
+    [1, 1.5] (depth divided by the zoom) then a random crop, horizontal flip (normal x negated, cx
+    mirrored) and colour jitter.
     """
 
     def __init__(self, frames_or_source, size: tuple[int, int] = (240, 320), augment: bool = False,
@@ -99,6 +100,13 @@ class FrameDataset(Dataset):
         K[0, 2] -= x0
         K[1, 2] -= y0
         depth = None if f.depth is None else resize(f.depth, cv2.INTER_NEAREST_EXACT)
+        if depth is not None and self.augment:
+            # Zooming in by z shows what a camera with the un-zoomed focal length sees of the world scaled
+            # by 1/z, so depth is divided by z (Metric3D's canonical-camera transform, Yin et al., ICCV 2023):
+            # a network that is not given K keeps one metric scale. The returned K stays the exact one of
+            # the zoomed image; with depth / z the geometry is that of a uniformly scaled world, so normals
+            # and depth-normal consistency are unchanged.
+            depth = depth / np.float32(sw / W)
         labels = None
         if f.labels is not None:
             labels = f.labels if self.lut is None else self.lut[f.labels]

@@ -37,6 +37,14 @@ def test_scripted_demo_fills_every_panel_screenshots_and_exports(make_window, de
         assert pixels.shape[0] > 100 and pixels.std() > 10, f"{path} looks blank"
     map_pixels = png_pixels(tmp_path / "shot_map.png")
     assert len(np.unique(map_pixels.reshape(-1, 3), axis=0)) > 50  # a coloured map, not just the grid
+    # the 3D view is a native OpenGL window: the window screenshot must show the map where the view is
+    from PyQt6 import QtCore
+
+    corner = window.map_view.mapTo(window, QtCore.QPoint(0, 0))
+    h, w = map_pixels.shape[:2]
+    region = png_pixels(shot)[corner.y():corner.y() + h, corner.x():corner.x() + w]
+    assert region.shape == map_pixels.shape
+    assert np.abs(region.astype(int) - map_pixels.astype(int)).mean() < 2.0
     for name in EXPORT_FILES:
         assert (export / name).is_file() and (export / name).stat().st_size > 0, name
     assert all(os.path.isfile(p) for p in window.exported_paths)

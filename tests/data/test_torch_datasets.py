@@ -77,8 +77,9 @@ def test_label_mapping_nyu40_to_scannet20(tmp_path):
 
 
 def test_augmented_K_maps_each_pixel_to_its_source_ray():
-    """Encode each source pixel's (u, v) in depth; after scale / crop / flip, the ray of every output
-    pixel under the returned K must equal its source pixel's ray (x mirrored when flipped)."""
+    """Encode each source pixel's (u, v) in depth; after zoom / crop / flip, the ray of every output
+    pixel under the returned K must equal its source pixel's ray (x mirrored when flipped), and depth
+    must be divided by the zoom."""
     from m2hmx.data import Frame
 
     h, w = 60, 80
@@ -93,9 +94,11 @@ def test_augmented_K_maps_each_pixel_to_its_source_ray():
     flips = set()
     for _ in range(12):
         item = ds[0]
-        c = item["depth"][0].numpy().astype(np.int64) - 1
-        us, vs = c % 1000, c // 1000
         K2 = item["K"].numpy().astype(np.float64)
+        zoom = K2[0, 0] / (K[0, 0] * 56 / 80)
+        assert 1.0 <= zoom <= 1.51
+        c = np.rint(item["depth"][0].numpy() * zoom).astype(np.int64) - 1  # depth was divided by the zoom
+        us, vs = c % 1000, c // 1000
         u2, v2 = np.meshgrid(np.arange(56), np.arange(40))
         flipped = us[0, -1] < us[0, 0]
         flips.add(bool(flipped))
