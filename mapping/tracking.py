@@ -87,14 +87,15 @@ def smooth_depth(depth: np.ndarray, size: int, max_step: float = 0.05) -> np.nda
 
 def refine_pose_and_scale(depth: np.ndarray, rendered: np.ndarray, K: np.ndarray, init: np.ndarray | None = None,
                           stride: int = 4, iterations: int = 10, huber: float = 0.01, gate: float = 0.05,
-                          scale_prior: float = 1e-3, smooth: int = 5) -> tuple[np.ndarray, float] | None:
+                          scale_prior: float = 1e-2, smooth: int = 5) -> tuple[np.ndarray, float] | None:
     """Projective point-to-plane alignment with a scale (7 DoF) of ``depth`` to the ``rendered`` map view.
 
     Returns (delta, s): the input camera's pose in the render camera's frame (4x4) and the factor for
     ``depth``, or None when too few correspondences. Solving scale with the pose removes the ambiguity
     between a depth-scale error and motion along the view axis that a separate scale step leaves in
     the pose (Gauss-Newton on ``n . (s R p + t - v)``, Huber weights; a weak prior keeps s where the
-    geometry cannot tell them apart, e.g. a single wall)."""
+    geometry cannot tell them apart, e.g. a single wall; 1e-2 rather than 1e-3 cut the ATE spread over six
+    generated 40-frame runs with 3 % scale error + 1 % pixel noise from 1.1-4.6x to 0.8-1.6x exact depth)."""
     from scipy.spatial.transform import Rotation
 
     # Per-pixel depth noise both tilts the reference normals and, as noise in the fitted points, biases
@@ -161,11 +162,19 @@ class Tracker:
         self.height, self.width = size
         self.K = np.asarray(K, np.float64)
         self.voxel_size = config.resolve_voxel_size(self.width)
-        intrinsics = o3c.Tensor(self.K)
         self.model = o3d.t.pipelines.slam.Model(self.voxel_size, 16, config.block_count,
                                                 o3c.Tensor(np.asarray(initial_pose, np.float64)), _CPU)
-        self.input = o3d.t.pipelines.slam.Frame(self.height, self.width, intrinsics, _CPU)
-        self.raycast = o3d.t.pipelines.slam.Frame(self.height, self.width, intrinsics, _CPU)
+        # Open3D 0.20's TSDF integration truncates a voxel's projection to a pixel index (``ui = int(u)``
+        # in VoxelBlockGridImpl.h, IntegrateCPU), so each voxel reads the depth of a pixel up to one pixel
+        # up-left of it: the map comes out rotated by ~0.1 deg against every view (measured: 0.13-0.16 deg
+        # between a frame and the map rendered at its own pose; 0.02-0.05 deg with this fix). Moving the
+        # principal point of the frame used for integration by half a pixel turns that into rounding.
+        # Tracking uses only the ray-cast frame's intrinsics (Model::TrackFrameToModel).
+        integration_K = self.K.copy()
+        integration_K[:2, 2] += 0.5
+        self.input = o3d.t.pipelines.slam.Frame(self.height, self.width, o3c.Tensor(integration_K), _CPU)
+        self.raycast = o3d.t.pipelines.slam.Frame(self.height, self.width, o3c.Tensor(self.K), _CPU)
+        self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n) for n in config.odometry_iterations]
         self._frame_id = 0
         self.integrated_frames = 0
         self.raycast_valid = False
@@ -186,7 +195,7 @@ class Tracker:
             raise TrackingFailure("the map has no surface to track against yet")
         try:
             result = self.model.track_frame_to_model(self.input, self.raycast, 1.0, cfg.depth_max,
-                                                     cfg.depth_diff, METHODS[cfg.odometry])
+                                                     cfg.depth_diff, METHODS[cfg.odometry], self.criteria)
         except RuntimeError as exc:  # e.g. "Singular 6x6 linear system detected, tracking failed."
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
             reason = text.splitlines()[0] if text else type(exc).__name__
@@ -213,9 +222,10 @@ class Tracker:
     def synthesize(self, pose: np.ndarray) -> None:
         """Ray-cast the map's depth (and normals/vertices used by tracking) at ``pose``."""
         cfg = self.config
-        # Open3D 0.20's ray caster reads the TSDF half a voxel off the integrator's voxel positions
-        # (measured: rendered surfaces sit at p - voxel/2 * (1,1,1)); casting from a camera moved by the
-        # same offset renders the surfaces where they were measured, which removes a per-frame drift.
+        # Open3D 0.20's ray caster looks a sample point's voxel up by flooring (RayCastCPU), i.e. reads
+        # the TSDF half a voxel off the integrator's voxel positions on average (measured: rendered
+        # surfaces sit at p + voxel/2 * (1,1,1)); casting from a camera moved by the same offset turns the
+        # look-up into nearest-voxel and renders the surfaces where they were measured.
         shifted = np.array(pose, np.float64)
         shifted[:3, 3] += 0.5 * self.voxel_size
         self.model.update_frame_pose(self._frame_id, o3c.Tensor(shifted))
