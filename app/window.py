@@ -315,6 +315,7 @@ class MainWindow(QtWidgets.QMainWindow):
                             f"model {model_space.num_classes}: using the model's ({model_space.name})")
             self.label_space = model_space
         self.legend.set_label_space(self.label_space)
+        self.map_view.warm_up_labels(list(self.label_space.names))
         if predictor is None:
             self.depth_source = "sensor"
         self._start_mapping()

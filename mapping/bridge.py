@@ -161,6 +161,7 @@ class MappingBridge:
         if frame.confidence is not None:
             depth[frame.confidence < cfg.min_confidence] = 0
         ok, message, scale = True, "", 1.0
+        input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
         if cfg.use_pose_prior:
             pose = frame.pose_prior
@@ -178,6 +179,7 @@ class MappingBridge:
                 times["align"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             tracker.set_input(depth, frame.rgb)
+            input_set = True
             try:
                 delta, _ = tracker.track()
                 pose = self._render_pose @ delta
@@ -208,7 +210,8 @@ class MappingBridge:
             ok, message = False, "no valid depth in this frame"
         if ok:
             t0 = time.perf_counter()
-            tracker.set_input(depth, frame.rgb)
+            if not input_set:
+                tracker.set_input(depth, frame.rgb)
             tracker.integrate(pose)
             times["integrate"] += time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -20,6 +20,7 @@ EST_COLOR = (1.0, 0.55, 0.0, 1.0)  # estimated trajectory: orange
 GT_COLOR = (0.1, 0.9, 0.3, 1.0)  # ground truth: green
 FRUSTUM_COLOR = (1.0, 1.0, 0.2, 1.0)
 BOX_COLOR = (0.9, 0.9, 0.9, 0.9)
+BACKGROUND = (25, 25, 30, 255)
 
 # 12 box edges over the 8 corners indexed by bits (x, y, z)
 _BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
@@ -76,7 +77,7 @@ class MapView(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(QtWidgets.QWidget.createWindowContainer(self.gl, self))
-        self.gl.setBackgroundColor((25, 25, 30))
+        self.gl.setBackgroundColor(BACKGROUND[:3])
         self.gl.setCameraPosition(distance=8.0, elevation=35, azimuth=-60)
         self._grid = gl.GLGridItem()
         self._grid.setSize(20, 20)
@@ -84,7 +85,18 @@ class MapView(QtWidgets.QWidget):
         self._grid.setColor((80, 80, 90, 120))
         self.gl.addItem(self._grid)
         self._transform = np.eye(4)
-        self._mesh: gl.GLMeshItem | None = None
+        self._mesh = gl.GLMeshItem(smooth=False, drawEdges=False, shader=None, glOptions="opaque")
+        self._mesh.hide()
+        self.gl.addItem(self._mesh)
+        # The first draw of points, of a mesh and of each label text costs 5-40 ms with software OpenGL
+        # (shader compiles, text layout and glyphs): done at start-up, invisibly (background colour), not
+        # when the first map arrives mid-run. Removed with the first map.
+        self._warmup = [
+            gl.GLScatterPlotItem(pos=np.zeros((1, 3)), size=1.0, color=np.array(BACKGROUND) / 255.0, pxMode=True),
+            gl.GLMeshItem(vertexes=np.zeros((3, 3), np.float32), faces=np.array([[0, 1, 2]], np.int32),
+                          vertexColors=np.ones((3, 4), np.float32), smooth=False, drawEdges=False, shader=None)]
+        for item in self._warmup:
+            self.gl.addItem(item)
         self._points = gl.GLScatterPlotItem(pos=np.zeros((1, 3)), size=3.0, pxMode=True)
         self._points.setGLOptions("opaque")
         self._points.hide()
@@ -102,6 +114,13 @@ class MapView(QtWidgets.QWidget):
         self.color_mode = "class"  # or "rgb"
         self._fitted_diag = 0.0  # extent the view was last fitted to; 0 = never
         self.num_points = 0
+
+    def warm_up_labels(self, names: list[str]) -> None:
+        """Draw each object label (class name) once before the first map (see the warm-up above)."""
+        for name in names:
+            item = gl.GLTextItem(pos=np.zeros(3), text=name, color=BACKGROUND)
+            self._warmup.append(item)
+            self.gl.addItem(item)
 
     # ---- frame conventions
     def set_world_to_display(self, transform: np.ndarray) -> None:
@@ -132,23 +151,21 @@ class MapView(QtWidgets.QWidget):
         g = self._geometry
         if g is None or len(g["vertices"]) == 0:
             self._points.hide()
-            if self._mesh is not None:
-                self._mesh.hide()
+            self._mesh.hide()
             return
+        for item in self._warmup:
+            self.gl.removeItem(item)
+        self._warmup = []
         rgba = np.empty((len(g["vertices"]), 4), np.float32)
         rgba[:, :3] = g[self.color_mode][:, :3] / 255.0
         rgba[:, 3] = 1.0
         if g["triangles"] is not None and len(g["triangles"]):
             self._points.hide()
-            if self._mesh is None:
-                self._mesh = gl.GLMeshItem(smooth=False, drawEdges=False, shader=None, glOptions="opaque")
-                self.gl.addItem(self._mesh)
             self._mesh.setMeshData(vertexes=g["vertices"], faces=np.asarray(g["triangles"], np.int32),
                                    vertexColors=rgba)
             self._mesh.show()
         else:
-            if self._mesh is not None:
-                self._mesh.hide()
+            self._mesh.hide()
             self._points.setData(pos=g["vertices"], color=rgba)
             self._points.show()
 
