@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     checkpoint, what = model_checkpoint(tmp)
     configs = [("no network (sensor depth, GT labels)", None, 1), (f"{what}, 1 torch thread", checkpoint, 1),
                (f"{what}, 2 torch threads", checkpoint, 2)]
+    load = os.getloadavg()[0]  # other work on the machine slows every stage: reported with the table
     rows = []
     for name, ckpt, threads in configs:
         opts = ViewerOptions(source=SourceSpec("demo", demo_frames=max(args.frames, 2)), checkpoint=ckpt, size=size,
@@ -142,8 +143,8 @@ def main(argv=None) -> int:
         rows.append((name, r))
         print(f"done: {name}: {r['shown']} frames" + (f"; errors: {r['errors'][-1]}" if r["errors"] else ""),
               file=sys.stderr)
-    print(f"\nm2hmx-viewer end to end, demo scene at {args.size}, {args.frames} frames, {os.cpu_count()} CPUs"
-          " (CPU shared with other work while measured: treat as upper bounds)")
+    print(f"\nm2hmx-viewer end to end, demo scene at {args.size}, {args.frames} frames, {os.cpu_count()} CPUs "
+          f"(load average {load:.1f} before the runs)")
     head = (f"{'configuration':<46} {'shown':>5} {'frames/s':>8} {'net ms':>7} {'map f/s':>7} "
             f"{'lat p50':>7} {'lat p95':>7} {'GUI max stall':>13} {'>50ms':>5} {'dropped':>7} {'ATE cm':>6}")
     print(head)

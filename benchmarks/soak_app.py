@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--network", action="store_true",
                    help="run the network too (the bundled model, else random weights of its architecture)")
     args = p.parse_args(argv)
+    load = os.getloadavg()[0]
     ensure_display()
     from PyQt6 import QtCore, QtWidgets
 
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     a = np.array(samples, np.float64)
     print(f"\nm2hmx-viewer soak: {args.frames} frames of the generated room back and forth ({args.scene_frames}-frame "
           f"passes) at {args.size}, network {'on' if args.network else 'off'}; {a[-1, 0]:.0f} s "
-          "(CPU shared with other work)")
+          f"(load average {load:.1f} at the start)")
     print(f"{'time s':>7} {'read':>6} {'mapped':>6} {'map vertices':>12} {'GUI MB':>7} {'mapping MB':>10}")
     for row in a[:: max(1, len(a) // 12)].tolist() + [a[-1].tolist()]:
         print(f"{row[0]:7.0f} {row[1]:6.0f} {row[2]:6.0f} {row[3]:12,.0f} {row[4]:7.0f} {row[5]:10.0f}")

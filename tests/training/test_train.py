@@ -110,7 +110,7 @@ def test_recipes_and_overrides():
 
 def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
-                               "data.width=64", "data.size=[32,48]"])
+                               "data.width=64", "data.size=[32,48]", "data.augment=false"])
     data = build_dataset(cfg["data"], load_label_space("scannet20"))
     assert len(data) == 6  # frames 0, 8, 16 of rooms 5 and 6
     item = data[4]
