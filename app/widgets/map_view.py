@@ -54,6 +54,9 @@ class GLMapWindow(GLViewMixin, QtOpenGL.QOpenGLWindow):
     def __init__(self):
         super().__init__()
         self.user_moved = False  # once the user orbits or zooms, the view stays where they put it
+        # Clicking into the view must not take the keyboard focus from the main window, whose shortcuts
+        # (Space, N, C, ...) a focused native child window would not pass on.
+        self.setFlag(QtCore.Qt.WindowType.WindowDoesNotAcceptFocus)
 
     def devicePixelRatioF(self) -> float:  # QWidget's name, used by GLViewMixin
         return self.devicePixelRatio()
