@@ -159,8 +159,13 @@ class FrameSubset:
     def __getitem__(self, i: int):
         return self.source[range(0, len(self.source), self.stride)[i]]
 
+    def close(self) -> None:
+        self.source.close()
 
-def build_dataset(data_cfg: dict, label_space) -> Dataset:
+
+def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Dataset:
+    from tqdm import tqdm
+
     from m2hmx.data.sources import open_source
     from m2hmx.data.torch_datasets import FrameDataset
 
@@ -170,14 +175,18 @@ def build_dataset(data_cfg: dict, label_space) -> Dataset:
                          "have yet (readers: ScanNet, TUM, 7-Scenes, NYUDv2 .mat, video, images, synthetic)")
     size = tuple(int(v) for v in data_cfg["size"])
     augment = bool(data_cfg["augment"])
-    if kind == "synthetic":  # rooms render on the fly (~25 ms a frame, cheaper than decoding files)
+    if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
         from m2hmx.data.synthetic import SyntheticSource
 
         rooms = [FrameSubset(SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]),
                                              int(data_cfg["width"])), data_cfg["stride"])
                  for seed in range(*data_cfg["seeds"])]
-        return ConcatDataset([FrameDataset(r, size=size, augment=augment, label_space=label_space)
-                              for r in rooms])
+        datasets = [FrameDataset(r, size=size, augment=augment, label_space=label_space) for r in rooms]
+        # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
+        # fully cached, and with 1000 rooms Open3D crashed (segfault).
+        for ds in tqdm(datasets, desc="rendering rooms", disable=not progress, dynamic_ncols=True):
+            ds.preload()
+        return ConcatDataset(datasets)
     if kind in ("sources", "nyudv2"):
         specs = list(data_cfg["sources"])
         if not specs:
@@ -370,7 +379,7 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
 
     model_config = build_model_config(cfg["model"])
     label_space = load_label_space(model_config.label_space)
-    dataset = SeededItems(build_dataset(cfg["data"], label_space))
+    dataset = SeededItems(build_dataset(cfg["data"], label_space, progress and main_rank))
     model = build_model(model_config)
     try:
         weights = LossWeights(**cfg["loss"])

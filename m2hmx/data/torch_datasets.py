@@ -49,7 +49,7 @@ class FrameDataset(Dataset):
 
     ``frames_or_source``: a list of ``Frame`` or a source with ``__len__`` and ``__getitem__`` (e.g.
     ``SyntheticSource``, ``ScanNetExport``). Frames read from a source are decoded once and kept in
-    memory (compactly) when ``cache`` is true. Labels are mapped from the source's label space to
+    memory (compactly) when ``cache`` is true; once all are, the source is closed. Labels are mapped from the source's label space to
     ``label_space`` through nyu40 ids (e.g. NYU-40 -> ScanNet-20). With ``augment``: random zoom in
     [1, 1.5] (depth divided by the zoom) then a random crop, horizontal flip (normal x negated, cx
     mirrored) and colour jitter.
@@ -69,12 +69,20 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    def preload(self) -> None:
+        """Decode (render) every frame into the cache now, which then closes the source."""
+        if self.cache:
+            for i in range(len(self)):
+                self._frame(i)
+
     def _frame(self, i: int) -> Frame:
         if not self.cache:
             return self.source[i]
         c = self._cached.get(i)
         if c is None:
             c = self._cached[i] = _CompactFrame(self.source[i])
+            if len(self._cached) == len(self.source) and hasattr(self.source, "close"):
+                self.source.close()  # all in memory: free its renderer or file
         return c.frame()
 
     def __getitem__(self, i: int) -> dict:

@@ -108,3 +108,17 @@ def test_augmented_K_maps_each_pixel_to_its_source_ray():
         assert np.abs((v2 - K2[1, 2]) / K2[1, 1] - (vs - K[1, 2]) / K[1, 1]).max() < 0.55 / K[1, 1] * 1.01
         assert np.allclose(item["normals"][:, 0, 0].numpy(), n * [sign, 1, 1])
     assert flips == {True, False}
+
+
+def test_preload_caches_every_frame_then_closes_the_source():
+    """A fully cached source is closed (its ray caster freed: a thousand live ones crashed Open3D), and items
+    still come from the cache afterwards."""
+    src = SyntheticSource(seed=4, frames=3, height=48, width=64)
+    ds = FrameDataset(src, size=(48, 64))
+    ds[0]
+    assert src._renderer is not None
+    ds.preload()
+    assert src._renderer is None and len(ds._cached) == 3
+    assert torch.equal(ds[2]["depth"], FrameDataset(SyntheticSource(seed=4, frames=3, height=48, width=64),
+                                                    size=(48, 64))[2]["depth"])
+    assert src._renderer is None
