@@ -158,3 +158,18 @@ def test_lr_schedule():
     assert lr_factor(100, 100, 10, "cosine", 0.9) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(TrainError):
         lr_factor(50, 100, 10, "step", 0.9)
+
+
+@pytest.mark.parametrize("user_policy, expected", [(None, "ACTIVE"), ("PASSIVE", "PASSIVE")])
+def test_train_cli_lets_openmp_threads_spin_unless_the_user_chose(user_policy, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    code = ("import os, m2hmx.cli.train as t; t.main(['--config', 'no-such-recipe']); "
+            "import torch; print(os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [expected], out.stderr
