@@ -6,10 +6,10 @@ deployment API in ``m2hmx.predictor``.
 import os
 from pathlib import Path
 
-# torch and numba each bring an OpenMP runtime; with the default active wait their idle threads spin
-# against each other and a forward pass slows several-fold on a 2-core machine. Must be set before
-# torch is imported, so every entry point imports m2hmx first.
-OMP_POLICY_FROM_USER = "OMP_WAIT_POLICY" in os.environ  # m2hmx-train picks ACTIVE unless the user chose
+# Idle OpenMP threads (torch's and numba's) sleep instead of spinning: in the viewer, capture, inference,
+# GUI and mapping share the cores. m2hmx-train, which has the machine to itself, picks ACTIVE unless the
+# user chose. Must be set before torch is imported, so every entry point imports m2hmx first.
+OMP_POLICY_FROM_USER = "OMP_WAIT_POLICY" in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # numba would try TBB first (too old in the wheels here: a warning) and then take OpenMP anyway.
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")

@@ -49,10 +49,10 @@ class FrameDataset(Dataset):
 
     ``frames_or_source``: a list of ``Frame`` or a source with ``__len__`` and ``__getitem__`` (e.g.
     ``SyntheticSource``, ``ScanNetExport``). Frames read from a source are decoded once and kept in
-    memory (compactly) when ``cache`` is true; once all are, the source is closed. Labels are mapped from the source's label space to
-    ``label_space`` through nyu40 ids (e.g. NYU-40 -> ScanNet-20). With ``augment``: random zoom in
-    [1, 1.5] (depth divided by the zoom) then a random crop, horizontal flip (normal x negated, cx
-    mirrored) and colour jitter.
+    memory (compactly) when ``cache`` is true; once all are, the source is closed. Labels are mapped from
+    the source's label space to ``label_space`` through nyu40 ids (e.g. NYU-40 -> ScanNet-20). With
+    ``augment``: random zoom in [1, 1.5] (depth divided by the zoom) then a random crop, horizontal flip
+    (normal x negated, cx mirrored) and colour jitter.
     """
 
     def __init__(self, frames_or_source, size: tuple[int, int] = (240, 320), augment: bool = False,

@@ -1,6 +1,9 @@
 """The training loop on a tiny generated scene with a tiny network: it learns, resumes bit-identically,
 runs under DistributedDataParallel (2 gloo processes), and its recipes/overrides fail clearly."""
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -162,10 +165,6 @@ def test_lr_schedule():
 
 @pytest.mark.parametrize("user_policy, expected", [(None, "ACTIVE"), ("PASSIVE", "PASSIVE")])
 def test_train_cli_lets_openmp_threads_spin_unless_the_user_chose(user_policy, expected):
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if user_policy:
         env["OMP_WAIT_POLICY"] = user_policy
