@@ -11,7 +11,9 @@ and ``mamba_ssm/ops/selective_scan_interface.py`` (``selective_scan_fn`` / ``sel
 ``selective_scan`` runs mamba_ssm's CUDA kernel for CUDA tensors when ``mamba_ssm`` (optional ``gpu`` extra)
 imports; on CPU it runs a numba-compiled recurrence with a hand-written reverse-time backward. The backward
 recomputes the states (two [L, N] buffers per worker task) instead of saving them, so training memory is that of
-the inputs. The scan always runs in fp32 (as mamba_ssm does) and returns u's dtype.
+the inputs. On a GPU without mamba_ssm it runs a log-depth parallel scan in plain PyTorch (autograd backward;
+memory ~2 log2(L) state tensors of [B, D, N, L]). The scan always runs in fp32 (as mamba_ssm does) and returns
+u's dtype.
 """
 from __future__ import annotations
 
@@ -245,6 +247,32 @@ def _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return y.to(dtype_in)
 
 
+def _selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """The scan as a Hillis-Steele prefix scan over time of the affine maps h -> a_t h + b_t, composed as
+    (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2): ceil(log2 L) rounds of elementwise work on [B,D,N,L]
+    tensors instead of L sequential steps (a GPU runs the L-step loop launch-bound)."""
+    dtype_in = u.dtype
+    work = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(work)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    a = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # [B,D,N,L]
+    b = (delta * u)[:, :, None, :] * B[:, None, :, :]  # [B,D,N,L]; after the rounds, b_t = h_t
+    step = 1
+    while step < u.shape[2]:
+        b = torch.cat([b[..., :step], a[..., step:] * b[..., :-step] + b[..., step:]], dim=-1)
+        a = torch.cat([a[..., :step], a[..., step:] * a[..., :-step]], dim=-1)
+        step *= 2
+    y = (b * C[:, None, :, :]).sum(2)
+    if D is not None:
+        y = y + u * D.to(work)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(work))
+    return y.to(dtype_in)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Dispatch
 
@@ -263,7 +291,8 @@ def _mamba_ssm_scan_fn():
 
 
 def scan_backend(device: torch.device | str) -> str:
-    """Which implementation ``selective_scan`` uses for tensors on ``device``: "mamba_ssm", "cpu" or "torch"."""
+    """Which implementation ``selective_scan`` uses for tensors on ``device``: "mamba_ssm", "cpu" (numba) or
+    "torch" (the parallel scan)."""
     device = torch.device(device)
     if device.type == "cpu":
         return "cpu"
@@ -277,7 +306,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     u, delta [B,D,L]; A [D,N]; B, C [B,N,L]; D [D]; z [B,D,L]; delta_bias [D] -> y [B,D,L] in u's dtype.
     Backends (see ``scan_backend``): mamba_ssm's CUDA kernel, the numba CPU scan, or elsewhere the
-    sequential reference loop.
+    log-depth parallel scan in PyTorch.
     """
     if u.dim() != 3 or delta.shape != u.shape or A.dim() != 2 or A.shape[0] != u.shape[1]:
         raise ValueError(f"selective_scan: expected u, delta [B,D,L] and A [D,N]; got u {tuple(u.shape)}, "
@@ -293,7 +322,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "mamba_ssm":
         return _mamba_ssm_scan_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return _selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -44,3 +44,17 @@ def test_gpu_check_exits_cleanly_without_cuda(capsys):
 
     assert gpu_check.main([]) == 0
     assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_gpu_check_training_step_runs_the_demo_recipe_on_cpu(capsys):
+    """The GPU check's training step (m2hmx-train's module, loss and optimiser on a random batch) also runs on
+    CPU, so it cannot rot between GPU sessions; the loss of random 4-task targets is finite and positive."""
+    import re
+
+    from benchmarks import gpu_check
+
+    gpu_check.check_train_step(torch.device("cpu"), batch_sizes=(2,), runs=1)
+    out = capsys.readouterr().out
+    assert "m2hmx-demo, 4 tasks, 144x192" in out
+    loss = float(re.search(r"batch\s+2: .* loss ([0-9.]+)", out).group(1))
+    assert 0 < loss < 100

@@ -1,4 +1,5 @@
-"""The CPU selective scan against the float64 sequential definition: values, gradients, modes, dispatch."""
+"""The CPU and parallel selective scans against the float64 sequential definition: values, gradients, modes,
+dispatch."""
 import importlib.util
 from unittest import mock
 
@@ -161,9 +162,25 @@ def test_cpu_tensors_use_the_compiled_scan_not_the_loop():
         selective_scan(*args)
 
 
+@pytest.mark.parametrize("length", [1, 2, 7, 257])
+@pytest.mark.parametrize("name", ["plain", "all"])
+def test_parallel_scan_matches_float64_reference_values_and_gradients(length, name):
+    """The GPU fallback (log-depth prefix scan), run here on CPU tensors: same values and gradients."""
+    inputs, softplus = make_inputs(2, 5, length, 8, OPTION_SETS[name], seed=3)
+    leaves = [v for v in inputs.values() if v is not None]
+    expected = call(selective_scan_reference, inputs, softplus)
+    got = call(ssm._selective_scan_parallel, inputs, softplus, dtype=torch.float32)
+    assert got.dtype == torch.float32 and rel_err(got, expected) < 1e-5
+    grad_out = torch.randn(expected.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = torch.autograd.grad(expected, leaves, grad_out)
+    have = torch.autograd.grad(got, leaves, grad_out.float(), materialize_grads=True)  # L=1: A unused
+    for key, g, e in zip([k for k, v in inputs.items() if v is not None], have, want):
+        assert rel_err(g, e) < 1e-4, key
+
+
 def test_cuda_dispatch(monkeypatch):
     if importlib.util.find_spec("mamba_ssm") is None:
-        assert scan_backend("cuda") == "torch"  # no mamba_ssm: the sequential loop runs on any device
+        assert scan_backend("cuda") == "torch"  # no mamba_ssm: the parallel PyTorch scan
     monkeypatch.setattr(ssm, "_mamba_ssm_scan_fn", lambda: selective_scan_reference)
     assert scan_backend("cuda") == "mamba_ssm"
     assert scan_backend("cpu") == "cpu"
