@@ -47,7 +47,7 @@ DEFAULTS: dict = {
     "loss": {},  # fields of m2hmx.losses.LossWeights
     "train": {"steps": 40000, "batch_size": 8, "num_workers": 0, "seed": 0, "out_dir": "runs/m2hmx",
               "ckpt_every": 1000, "log_every": 20, "threads": None, "device": "auto", "bf16": True,
-              "resume": False, "stop_at": None},
+              "resume": False, "stop_at": None, "init_from": None},
 }
 
 FREE_SECTIONS = ("model.overrides", "loss")
@@ -279,6 +279,25 @@ class TrainModule(nn.Module):
         return self.criterion(_to_float(outputs), batch)
 
 
+def _init_from(module: TrainModule, path: str) -> None:
+    """Start a fresh run (step 0, new optimiser and schedule) from a saved network's weights and, where the
+    checkpoint records them, its loss log-variances: fine-tuning, or going on when ``last.pt`` is gone."""
+    from m2hmx.checkpoint import CheckpointError, load_state, read_checkpoint_info
+
+    try:
+        _, extra = read_checkpoint_info(path)
+        load_state(module.model, path)
+    except CheckpointError as exc:
+        raise TrainError(f"train.init_from: {exc}") from None
+    log_vars = module.criterion.uncertainty.log_vars if module.criterion.uncertainty is not None else None
+    if log_vars is not None and extra.get("log_vars") is not None:
+        if len(extra["log_vars"]) != len(log_vars):
+            raise TrainError(f"train.init_from: {path} records {len(extra['log_vars'])} task log-variances, "
+                             f"the recipe has {len(log_vars)} tasks")
+        with torch.no_grad():
+            log_vars.copy_(torch.tensor(extra["log_vars"], dtype=log_vars.dtype))
+
+
 def _to_float(x):
     if isinstance(x, torch.Tensor):
         return x.float() if x.is_floating_point() else x
@@ -397,6 +416,8 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
     out_dir = Path(tcfg["out_dir"])
     last = out_dir / "last.pt"
     start = 0
+    if tcfg["init_from"] and not tcfg["resume"]:
+        _init_from(module, tcfg["init_from"])
     if tcfg["resume"]:
         if not last.is_file():
             raise TrainError(f"cannot resume: {last} does not exist")

@@ -63,6 +63,25 @@ def test_twenty_steps_lower_the_loss_and_resume_is_bit_identical(scene, tmp_path
     assert without_timing(read_log(split / "log.csv")) == without_timing(rows)
 
 
+def test_init_from_starts_a_fresh_run_from_saved_weights_and_log_variances(scene, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train_main(tiny(scene, first, "train.steps=10")) == 0
+    saved = torch.load(first / "last.pt", weights_only=False)["module"]
+    # lr 0: the one step changes nothing, so the new run's state is exactly what init_from loaded
+    assert train_main(tiny(scene, second, "train.steps=1", "optim.lr=0.0",
+                           f"train.init_from={first / 'model.safetensors'}")) == 0
+    state = torch.load(second / "last.pt", weights_only=False)
+    assert state["step"] == 1
+    assert not torch.equal(saved["criterion.uncertainty.log_vars"], torch.zeros(4))  # learned, not the init
+    assert all(torch.equal(saved[k], state["module"][k]) for k in saved)
+
+    wider = tiny(scene, tmp_path / "third", "train.steps=1", "model.overrides.decoder_dim=64",
+                 f"train.init_from={first / 'model.safetensors'}")
+    assert train_main(wider) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "train.init_from" in err and "wrong shape" in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
