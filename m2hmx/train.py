@@ -416,9 +416,7 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
     out_dir = Path(tcfg["out_dir"])
     last = out_dir / "last.pt"
     start = 0
-    if tcfg["init_from"] and not tcfg["resume"]:
-        _init_from(module, tcfg["init_from"])
-    if tcfg["resume"]:
+    if tcfg["resume"]:  # last.pt holds the whole state: init_from does not apply
         if not last.is_file():
             raise TrainError(f"cannot resume: {last} does not exist")
         state = torch.load(last, map_location=device, weights_only=False)
@@ -427,6 +425,8 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["step"])
         _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    elif tcfg["init_from"]:
+        _init_from(module, tcfg["init_from"])
     if main_rank:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
