@@ -150,6 +150,31 @@ def refine_pose_and_scale(depth: np.ndarray, rendered: np.ndarray, K: np.ndarray
     return delta, float(np.exp(log_s))
 
 
+def _reserve_ray_cast_fragments(model, K: np.ndarray, size: tuple[int, int], voxel_size: float,
+                                depth_max: float) -> None:
+    """Size the fragment buffer of the model's ray caster once, for every block a view can hold.
+
+    Open3D 0.20's ``EstimateRange`` (VoxelBlockGridImpl.h) keeps one fragment buffer per voxel grid,
+    sized on first use from that cast's range map, ``(h/8)(w/8)/256/voxel_size`` entries: 200 for
+    240x320 at 2 cm, where a room view needs 200-300. A cast that needs more leaves part of its range map
+    empty ("Could not generate full range map": holes in the rendered depth), and Open3D then grows the
+    buffer, a few entries at a time. Runs that went through these reallocations crashed now and then
+    (2 of 12 runs of the tracking tests; under gdb, in the range-map update of ``EstimateRange``,
+    writing at an address far outside the map); with the buffer sized here, none of 200 runs did.
+    One cast with a range-map factor of 1 on an empty view, made before any other, sizes the buffer
+    from its own image: at least 65,536 entries (earlier Open3D versions had a fixed 65,535) and at
+    least twice the number of 16-voxel blocks that fit in the viewing frustum up to ``depth_max``."""
+    h, w = size
+    block = 16 * voxel_size
+    frustum_volume = depth_max ** 3 * (w / K[0, 0]) * (h / K[1, 1]) / 3.0
+    fragments = max(65536, int(2 * frustum_volume / block ** 3))
+    side = int(np.ceil(np.sqrt(fragments * 256 * voxel_size)))  # buffer = side^2 / 256 / voxel_size
+    intrinsic = o3c.Tensor(np.array([[side, 0, side / 2], [0, side, side / 2], [0, 0, 1]], np.float64))
+    behind_camera = o3c.Tensor(np.array([[0, 0, -2]], np.int32))  # a block no ray can reach
+    model.voxel_grid.ray_cast(behind_camera, intrinsic, o3c.Tensor(np.eye(4)), side, side, ["depth"],
+                              1.0, 0.1, depth_max, 1.0, 8.0, 1)
+
+
 def rotation_angle_deg(rot: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
 
@@ -174,6 +199,7 @@ class Tracker:
         integration_K[:2, 2] += 0.5
         self.input = o3d.t.pipelines.slam.Frame(self.height, self.width, o3c.Tensor(integration_K), _CPU)
         self.raycast = o3d.t.pipelines.slam.Frame(self.height, self.width, o3c.Tensor(self.K), _CPU)
+        _reserve_ray_cast_fragments(self.model, self.K, size, self.voxel_size, config.depth_max)
         self.criteria = [o3d.t.pipelines.odometry.OdometryConvergenceCriteria(n) for n in config.odometry_iterations]
         self._frame_id = 0
         self.integrated_frames = 0

@@ -89,3 +89,21 @@ def test_no_drift_through_a_fast_turn():
     assert run["error"] is None and bridge.failures == 0
     ate = ate_rmse(_gt(frames), bridge.trajectory())
     assert ate < 0.005, ate
+
+
+def test_ray_cast_renders_complete_views(small_sequence, capfd):
+    """Open3D's ray caster must never run out of range-map fragments: a partial range map leaves holes in
+    the rendered depth, and the reallocation that follows can read uninitialised memory (a segfault)."""
+    import open3d as o3d
+
+    source, frames = small_sequence
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Info)
+    try:
+        bridge = MappingBridge(source.label_space)
+        run_mapping(frames[:12], bridge, progress=False)
+    finally:
+        o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    log = "".join(capfd.readouterr())
+    assert bridge.failures == 0
+    assert "Could not generate full range map" not in log
+    assert "Reallocating" not in log
