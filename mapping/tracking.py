@@ -160,7 +160,7 @@ def _reserve_ray_cast_fragments(model, K: np.ndarray, size: tuple[int, int], vox
     empty ("Could not generate full range map": holes in the rendered depth), and Open3D then grows the
     buffer, a few entries at a time. Runs that went through these reallocations crashed now and then
     (2 of 12 runs of the tracking tests; under gdb, in the range-map update of ``EstimateRange``,
-    writing at an address far outside the map); with the buffer sized here, none of 200 runs did.
+    at an address far outside the map); with the buffer sized here, none of 200 runs did.
     One cast with a range-map factor of 1 on an empty view, made before any other, sizes the buffer
     from its own image: at least 65,536 entries (earlier Open3D versions had a fixed 65,535) and at
     least twice the number of 16-voxel blocks that fit in the viewing frustum up to ``depth_max``."""

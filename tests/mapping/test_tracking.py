@@ -93,7 +93,7 @@ def test_no_drift_through_a_fast_turn():
 
 def test_ray_cast_renders_complete_views(small_sequence, capfd):
     """Open3D's ray caster must never run out of range-map fragments: a partial range map leaves holes in
-    the rendered depth, and the reallocation that follows can read uninitialised memory (a segfault)."""
+    the rendered depth, and runs with the reallocations that follow crashed now and then (segfault)."""
     import open3d as o3d
 
     source, frames = small_sequence
