@@ -21,6 +21,7 @@ import open3d.core as o3c
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
 _CPU = o3c.Device("CPU:0")
+BLOCK_RESOLUTION = 16  # voxels per TSDF block edge
 METHODS = {
     "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
     "hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
@@ -163,9 +164,9 @@ def _reserve_ray_cast_fragments(model, K: np.ndarray, size: tuple[int, int], vox
     at an address far outside the map); with the buffer sized here, none of 200 runs did.
     One cast with a range-map factor of 1 on an empty view, made before any other, sizes the buffer
     from its own image: at least 65,536 entries (earlier Open3D versions had a fixed 65,535) and at
-    least twice the number of 16-voxel blocks that fit in the viewing frustum up to ``depth_max``."""
+    least twice the number of TSDF blocks that fit in the viewing frustum up to ``depth_max``."""
     h, w = size
-    block = 16 * voxel_size
+    block = BLOCK_RESOLUTION * voxel_size
     frustum_volume = depth_max ** 3 * (w / K[0, 0]) * (h / K[1, 1]) / 3.0
     fragments = max(65536, int(2 * frustum_volume / block ** 3))
     side = int(np.ceil(np.sqrt(fragments * 256 * voxel_size)))  # buffer = side^2 / 256 / voxel_size
@@ -187,7 +188,7 @@ class Tracker:
         self.height, self.width = size
         self.K = np.asarray(K, np.float64)
         self.voxel_size = config.resolve_voxel_size(self.width)
-        self.model = o3d.t.pipelines.slam.Model(self.voxel_size, 16, config.block_count,
+        self.model = o3d.t.pipelines.slam.Model(self.voxel_size, BLOCK_RESOLUTION, config.block_count,
                                                 o3c.Tensor(np.asarray(initial_pose, np.float64)), _CPU)
         # Open3D 0.20's TSDF integration truncates a voxel's projection to a pixel index (``ui = int(u)``
         # in VoxelBlockGridImpl.h, IntegrateCPU), so each voxel reads the depth of a pixel up to one pixel
