@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
+
 EPILOG = """\
 examples:
   m2hmx-viewer                                   bundled demo: generated room + bundled model
@@ -74,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a ScanNet export folder or .sens, TUM RGB-D or 7-Scenes folder, NYUv2 .mat, image "
                           "folder, 'scannet/sceneXXXX' (under --data-root) or 'synthetic:SEED'")
     src.add_argument("--video", metavar="FILE", help="a video file")
-    group.add_argument("--demo-seed", type=int, default=1000, metavar="SEED",
-                       help="seed of the generated demo room (1000: a room the bundled model never saw in training)")
+    group.add_argument("--demo-seed", type=int, default=FIRST_HELD_OUT_SEED, metavar="SEED",
+                       help=f"seed of the generated demo room (from {FIRST_HELD_OUT_SEED} up: rooms the bundled "
+                            "model never saw in training)")
     group.add_argument("--data-root", metavar="DIR",
                      help="root for dataset shorthands like scannet/scene0011 (default: $M2HMX_DATA_ROOT)")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from m2hmx.data import DatasetError, Frame
+from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 
 
 class SourceError(RuntimeError):
@@ -26,7 +27,7 @@ class SourceSpec:
     kind: str = "demo"  # demo | camera | realsense | realsense-bag | dataset | video
     value: str | None = None  # camera index, serial, file or dataset spec
     data_root: str | None = None
-    demo_seed: int = 1000  # held out from the bundled model's training rooms (seeds 0-399)
+    demo_seed: int = FIRST_HELD_OUT_SEED  # a room the bundled model never saw in training
     demo_frames: int = 300
 
     def describe(self) -> str:

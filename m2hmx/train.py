@@ -176,11 +176,15 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
     size = tuple(int(v) for v in data_cfg["size"])
     augment = bool(data_cfg["augment"])
     if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
-        from m2hmx.data.synthetic import SyntheticSource
+        from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED, SyntheticSource
 
+        seeds = range(*data_cfg["seeds"])
+        if seeds and seeds[-1] >= FIRST_HELD_OUT_SEED:
+            raise TrainError(f"data.seeds {list(data_cfg['seeds'])} reaches the held-out rooms (seeds from "
+                             f"{FIRST_HELD_OUT_SEED} up); train on seeds below {FIRST_HELD_OUT_SEED}")
         rooms = [FrameSubset(SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]),
                                              int(data_cfg["width"])), data_cfg["stride"])
-                 for seed in range(*data_cfg["seeds"])]
+                 for seed in seeds]
         datasets = [FrameDataset(r, size=size, augment=augment, label_space=label_space) for r in rooms]
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
         # fully cached, and with 1000 rooms Open3D crashed (segfault).

@@ -30,6 +30,9 @@ from m2hmx.labels import LabelSpace, load_label_space
 FPS = 30.0
 HFOV_DEG = 62.0  # horizontal field of view, a typical RGB-D sensor's (Kinect v1 ~ 58-63 deg)
 CEILING = 255  # ScanNet-20 has no ceiling class: ignore
+# Rooms with this seed and above are held out: training refuses them (m2hmx.train.build_dataset), so the bundled
+# model's held-out metrics, the viewer's demo room and the predicted-depth mapping runs use rooms it never saw.
+FIRST_HELD_OUT_SEED = 100_000
 
 # --------------------------------------------------------------------------------------------
 # Materials: base colour ranges (RGB in [0,1]) and texture patterns.

@@ -78,7 +78,7 @@ def test_low_confidence_pixels_are_left_out(tiny_sequence):
 
 
 def test_no_drift_through_a_fast_turn():
-    """Held-out room 1000 (as ``synthetic:1000``), first 100 frames, exact depth: a whip pan at frame 93
+    """Room 1000 (as ``synthetic:1000``), first 100 frames, exact depth: a whip pan at frame 93
     (8 deg in one frame) and the TSDF's pixel/voxel offsets drifted this to 3.5-3.7 cm."""
     from m2hmx.data.synthetic import SyntheticSource
 

@@ -144,6 +144,18 @@ def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
 
 
+@pytest.mark.parametrize("seeds, allowed", [("[99999,100000]", True), ("[99999,100001]", False),
+                                            ("[100000,100002]", False)])
+def test_training_never_uses_the_held_out_rooms(seeds, allowed):
+    cfg = load_config("demo", [f"data.seeds={seeds}", "data.frames=1", "data.height=24", "data.width=32",
+                               "data.size=[24,32]"])
+    if allowed:  # room 99999 is the last one training may use
+        assert len(build_dataset(cfg["data"], load_label_space("scannet20"))) == 1
+    else:
+        with pytest.raises(TrainError, match="held-out rooms"):
+            build_dataset(cfg["data"], load_label_space("scannet20"))
+
+
 def test_cityscapes_recipe_fails_with_one_line_message(capsys):
     assert train_main(["--config", "cityscapes", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
