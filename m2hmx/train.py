@@ -13,9 +13,11 @@ import copy
 import csv
 import dataclasses
 import math
+import multiprocessing
 import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -163,6 +165,18 @@ class FrameSubset:
         self.source.close()
 
 
+def _render_room(job):
+    """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache."""
+    from m2hmx.data.synthetic import SyntheticSource
+    from m2hmx.data.torch_datasets import FrameDataset
+
+    seed, data_cfg, size, augment, label_space = job
+    room = SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]), int(data_cfg["width"]))
+    ds = FrameDataset(FrameSubset(room, data_cfg["stride"]), size=size, augment=augment, label_space=label_space)
+    ds.preload()
+    return ds
+
+
 def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Dataset:
     from tqdm import tqdm
 
@@ -176,20 +190,22 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
     size = tuple(int(v) for v in data_cfg["size"])
     augment = bool(data_cfg["augment"])
     if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
-        from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED, SyntheticSource
+        from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 
         seeds = range(*data_cfg["seeds"])
         if seeds and seeds[-1] >= FIRST_HELD_OUT_SEED:
             raise TrainError(f"data.seeds {list(data_cfg['seeds'])} reaches the held-out rooms (seeds from "
                              f"{FIRST_HELD_OUT_SEED} up); train on seeds below {FIRST_HELD_OUT_SEED}")
-        rooms = [FrameSubset(SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]),
-                                             int(data_cfg["width"])), data_cfg["stride"])
-                 for seed in seeds]
-        datasets = [FrameDataset(r, size=size, augment=augment, label_space=label_space) for r in rooms]
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
-        # fully cached, and with 1000 rooms Open3D crashed (segfault).
-        for ds in tqdm(datasets, desc="rendering rooms", disable=not progress, dynamic_ncols=True):
-            ds.preload()
+        # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
+        # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count.
+        jobs = [(seed, data_cfg, size, augment, label_space) for seed in seeds]
+        workers = min(len(os.sched_getaffinity(0)), len(jobs))
+        with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1
+              else nullcontext()) as pool:
+            rendered = pool.map(_render_room, jobs, chunksize=4) if pool else map(_render_room, jobs)
+            datasets = list(tqdm(rendered, total=len(jobs), desc="rendering rooms", disable=not progress,
+                                 dynamic_ncols=True))
         return ConcatDataset(datasets)
     if kind in ("sources", "nyudv2"):
         specs = list(data_cfg["sources"])

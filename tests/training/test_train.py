@@ -143,6 +143,21 @@ def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     expected = SyntheticSource(6, 20, 48, 64)[8]
     assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
 
+def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monkeypatch):
+    cfg = load_config("demo", ["data.seeds=[3,6]", "data.frames=20", "data.stride=10", "data.height=48",
+                               "data.width=64", "data.size=[32,48]", "data.augment=false"])
+    space = load_label_space("scannet20")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    pooled = build_dataset(cfg["data"], space)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    serial = build_dataset(cfg["data"], space)
+    assert len(pooled) == len(serial) == 6
+    for i in range(6):  # same frames in the same (seed) order
+        a, b = pooled[i], serial[i]
+        assert all(torch.equal(a[k], b[k]) for k in ("image", "depth", "semseg", "normals", "edge"))
+    assert [d.source.source.seed for d in pooled.datasets] == [3, 4, 5]
+
+
 
 @pytest.mark.parametrize("seeds, allowed", [("[99999,100000]", True), ("[99999,100001]", False),
                                             ("[100000,100002]", False)])
