@@ -1,0 +1,100 @@
+"""Train the demo model on a GPU within a fixed wall-clock budget (how stage 8 was trained on a GPU lent for minutes).
+
+Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms times the
+rendering), takes the seconds a training step costs from ``--sec-per-step`` or a short timing run, then runs
+``m2hmx.train.train`` for as many steps as end ``--end-s`` seconds after the start, on the one rendered dataset.
+It prints the equivalent ``m2hmx-train`` command, which is what the model card records. The model is also written
+in two halves (the lent machine returns files of at most 16 MiB).
+
+Where Open3D cannot be installed: ``PYTHONPATH=benchmarks/open3d_standin:. python3 -m benchmarks.train_on_lent_gpu``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+T0 = time.time()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="train.out_dir; also gets driver.log and the halves")
+    parser.add_argument("--end-s", type=float, default=540, help="finish training this many seconds after start")
+    parser.add_argument("--render-s", type=float, default=100, help="seconds for rendering rooms")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--probe", type=int, default=256, help="rooms rendered first, to time rendering")
+    parser.add_argument("--max-rooms", type=int, default=6000)
+    parser.add_argument("--init", default="assets/m2hmx-demo.safetensors", help="train.init_from")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=12, help="data loader workers")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--sec-per-step", type=float, default=0.0, help="known step time (0: a 40-step timing run)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        line = f"[{time.time() - T0:7.1f} s] {msg}"
+        print(line, flush=True)
+        with open(args.out / "driver.log", "a") as f:
+            f.write(line + "\n")
+
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    import m2hmx.train as T
+    from m2hmx.labels import load_label_space
+
+    log(f"torch {torch.__version__}, {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+    base = [f"train.init_from={args.init}", f"train.batch_size={args.batch}", f"train.num_workers={args.workers}",
+            f"optim.lr={args.lr}", f"optim.warmup_steps={args.warmup}", "train.threads=null"]
+    cfg = T.load_config("demo", base)
+    label_space = load_label_space(T.build_model_config(cfg["model"]).label_space)
+
+    first, t = args.first_seed, time.time()
+    parts = [T.build_dataset(dict(cfg["data"], seeds=[first, first + args.probe]), label_space)]
+    per_room = (time.time() - t) / args.probe
+    rooms = max(args.probe, min(args.max_rooms, args.probe + int((args.render_s - (time.time() - t)) / per_room)))
+    if rooms > args.probe:
+        parts.append(T.build_dataset(dict(cfg["data"], seeds=[first + args.probe, first + rooms]), label_space))
+    dataset = ConcatDataset(parts)  # indexes exactly as build_dataset over the whole seed range would
+    log(f"rendered rooms {first}-{first + rooms - 1} ({len(dataset)} frames) in {time.time() - t:.1f} s")
+    T.build_dataset = lambda *a, **k: dataset  # the runs below train on these frames
+    seeds = f"data.seeds=[{first},{first + rooms}]"
+
+    sec_per_step = args.sec_per_step
+    if not sec_per_step:
+        timing = args.out / "timing"
+        T.train(T.load_config("demo", base + [seeds, "train.steps=40", f"train.out_dir={timing}",
+                                              "train.log_every=10"]), progress=False)
+        rows = list(csv.DictReader(open(timing / "log.csv")))
+        sec_per_step = max(float(r["sec_per_step"]) for r in rows[-2:])  # steps 21-40: loaders warm
+    steps = int((args.end_s - (time.time() - T0) - 25) / (sec_per_step * 1.04))  # 25 s: loader start, saving
+    run = base + [seeds, f"train.steps={steps}", f"train.out_dir={args.out}", f"train.ckpt_every={max(steps // 4, 1)}"]
+    log(f"{sec_per_step:.3f} s a step: m2hmx-train --config demo " + " ".join(f"--set {a}" for a in run))
+    t = time.time()
+    T.train(T.load_config("demo", run), progress=False)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0
+    log(f"trained {steps} steps in {time.time() - t:.1f} s, peak GPU memory {peak:.1f} GiB")
+
+
+def split_model(out: Path) -> None:
+    data = (out / "model.safetensors").read_bytes()
+    half = len(data) // 2 + 1
+    (out / "model.part0").write_bytes(data[:half])
+    (out / "model.part1").write_bytes(data[half:])
+
+
+if __name__ == "__main__":
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a time-out stops train() as Ctrl-C does: it saves
+    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else None
+    try:
+        main()
+    finally:
+        if out is not None and (out / "model.safetensors").exists():
+            split_model(out)
