@@ -198,9 +198,11 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
                              f"{FIRST_HELD_OUT_SEED} up); train on seeds below {FIRST_HELD_OUT_SEED}")
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
         # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
-        # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count.
+        # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count;
+        # under torchrun each of a node's ranks renders the whole set, with its share of the cores.
         jobs = [(seed, data_cfg, size, augment, label_space) for seed in seeds]
-        workers = min(len(os.sched_getaffinity(0)), len(jobs))
+        cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        workers = min(cores, len(jobs))
         with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1
               else nullcontext()) as pool:
             rendered = pool.map(_render_room, jobs, chunksize=4) if pool else map(_render_room, jobs)
