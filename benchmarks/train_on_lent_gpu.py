@@ -34,7 +34,14 @@ def main() -> None:
     parser.add_argument("--sec-per-step", type=float, default=0.0, help="known step time (0: a 40-step timing run)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        train_within_budget(args)
+    finally:
+        if (args.out / "model.safetensors").exists():
+            split_model(args.out)
 
+
+def train_within_budget(args: argparse.Namespace) -> None:
     def log(msg: str) -> None:
         line = f"[{time.time() - T0:7.1f} s] {msg}"
         print(line, flush=True)
@@ -89,12 +96,6 @@ def split_model(out: Path) -> None:
 
 if __name__ == "__main__":
     import signal
-    import sys
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a time-out stops train() as Ctrl-C does: it saves
-    out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else None
-    try:
-        main()
-    finally:
-        if out is not None and (out / "model.safetensors").exists():
-            split_model(out)
+    main()

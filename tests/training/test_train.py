@@ -143,6 +143,7 @@ def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     expected = SyntheticSource(6, 20, 48, 64)[8]
     assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
 
+
 def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monkeypatch):
     cfg = load_config("demo", ["data.seeds=[3,6]", "data.frames=20", "data.stride=10", "data.height=48",
                                "data.width=64", "data.size=[32,48]", "data.augment=false"])
@@ -156,7 +157,6 @@ def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monk
         a, b = pooled[i], serial[i]
         assert all(torch.equal(a[k], b[k]) for k in ("image", "depth", "semseg", "normals", "edge"))
     assert [d.source.source.seed for d in pooled.datasets] == [3, 4, 5]
-
 
 
 @pytest.mark.parametrize("seeds, allowed", [("[99999,100000]", True), ("[99999,100001]", False),

@@ -13,12 +13,13 @@ class RaycastingScene:
     INVALID_ID = 2 ** 32 - 1
 
     def __init__(self):
-        self.v0 = self.e1 = self.e2 = None
+        self.v0 = self.e1 = self.e2 = self.e2_x_e1 = None
 
     def add_triangles(self, vertices: Tensor, triangles: Tensor) -> int:
         v = torch.as_tensor(vertices.numpy(), dtype=torch.float64, device=DEVICE)
         f = torch.as_tensor(triangles.numpy().astype(np.int64), device=DEVICE)
         self.v0, self.e1, self.e2 = v[f[:, 0]], v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]
+        self.e2_x_e1 = torch.cross(self.e2, self.e1, dim=1)
         return 0  # geometry id
 
     def cast_rays(self, rays: Tensor, chunk: int = 16384) -> dict:
@@ -33,7 +34,7 @@ class RaycastingScene:
             # u, v and t numerators is a dot product of the ray direction d with a per-triangle vector.
             s = origin - self.v0
             q = torch.cross(s, self.e1, dim=1)
-            per_triangle = torch.stack([torch.cross(self.e2, self.e1, dim=1),  # det = d . (e2 x e1)
+            per_triangle = torch.stack([self.e2_x_e1,                          # det = d . (e2 x e1)
                                         torch.cross(self.e2, s, dim=1),        # u det = d . (e2 x s)
                                         q], 2)                                 # v det = d . (s x e1)
             t_num = (self.e2 * q).sum(1)                                       # t det = e2 . (s x e1)
