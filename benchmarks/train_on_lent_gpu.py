@@ -1,4 +1,4 @@
-"""Train the demo model on a GPU within a fixed wall-clock budget (how stage 8 was trained on a GPU lent for minutes).
+"""Train the demo model on a GPU within a fixed wall-clock budget (how stages 8-11 were trained on lent GPUs).
 
 Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms times the
 rendering), takes the seconds a training step costs from ``--sec-per-step`` or a short timing run, then runs
