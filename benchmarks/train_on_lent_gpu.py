@@ -1,7 +1,8 @@
 """Train the demo model on a GPU within a fixed wall-clock budget (how stages 8-11 were trained on lent GPUs).
 
-Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms times the
-rendering), takes the seconds a training step costs from ``--sec-per-step`` or a short timing run, then runs
+Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms, then chunks
+sized by the rate of the chunk before, which includes starting the rendering processes: the last chunks fill the
+time that this cautious rate leaves), takes the seconds a training step costs from ``--sec-per-step`` or a short timing run, then runs
 ``m2hmx.train.train`` for as many steps as end ``--end-s`` seconds after the start, on the one rendered dataset.
 It prints the equivalent ``m2hmx-train`` command, which is what the model card records. The model is also written
 in two halves (the lent machine returns files of at most 16 MiB).
@@ -61,11 +62,15 @@ def train_within_budget(args: argparse.Namespace) -> None:
     label_space = load_label_space(T.build_model_config(cfg["model"]).label_space)
 
     first, t = args.first_seed, time.time()
-    parts = [T.build_dataset(dict(cfg["data"], seeds=[first, first + args.probe]), label_space)]
-    per_room = (time.time() - t) / args.probe
-    rooms = max(args.probe, min(args.max_rooms, args.probe + int((args.render_s - (time.time() - t)) / per_room)))
-    if rooms > args.probe:
-        parts.append(T.build_dataset(dict(cfg["data"], seeds=[first + args.probe, first + rooms]), label_space))
+    parts, rooms, chunk = [], 0, min(args.probe, args.max_rooms)
+    while chunk > 0:
+        t_chunk = time.time()
+        parts.append(T.build_dataset(dict(cfg["data"], seeds=[first + rooms, first + rooms + chunk]), label_space))
+        rooms += chunk
+        rate = chunk / (time.time() - t_chunk)
+        chunk = min(args.max_rooms - rooms, int((args.render_s - (time.time() - t)) * rate))
+        if chunk < min(16, args.max_rooms - rooms):  # too few to be worth a few seconds of process start-up
+            break
     dataset = ConcatDataset(parts)  # indexes exactly as build_dataset over the whole seed range would
     log(f"rendered rooms {first}-{first + rooms - 1} ({len(dataset)} frames) in {time.time() - t:.1f} s")
     T.build_dataset = lambda *a, **k: dataset  # the runs below train on these frames
