@@ -233,7 +233,7 @@ class Tracker:
         if not np.all(np.isfinite(delta)):
             raise TrackingFailure("odometry returned a non-finite pose")
         if fitness < cfg.min_fitness:
-            raise TrackingFailure(f"too few inliers (fitness {fitness:.2f} < {cfg.min_fitness})")
+            raise TrackingFailure(f"too few inliers (fitness {fitness:.4f} < {cfg.min_fitness})")
         jump = float(np.linalg.norm(delta[:3, 3]))
         angle = rotation_angle_deg(delta[:3, :3])
         if jump > cfg.max_jump_m or angle > cfg.max_jump_deg:
