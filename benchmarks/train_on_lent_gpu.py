@@ -2,8 +2,9 @@
 
 Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms, then chunks
 sized by the rate of the chunk before, which includes starting the rendering processes: the last chunks fill the
-time that this cautious rate leaves), takes the seconds a training step costs from ``--sec-per-step`` or a short timing run, then runs
-``m2hmx.train.train`` for as many steps as end ``--end-s`` seconds after the start, on the one rendered dataset.
+time that this cautious rate leaves). Takes the seconds a training step costs from ``--sec-per-step`` or a short
+timing run, then runs ``m2hmx.train.train`` for as many steps as end ``--end-s`` seconds after the start, on the one
+rendered dataset.
 It prints the equivalent ``m2hmx-train`` command, which is what the model card records. The model is also written
 in two halves (the lent machine returns files of at most 16 MiB).
 
