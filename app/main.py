@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import signal
 
-    from PyQt6 import QtCore, QtWidgets
+    from PyQt6 import QtCore, QtWidgets, sip
 
     from app.window import MainWindow
 
@@ -175,13 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("m2hmx-viewer")
     window = MainWindow(options)
     window.show()
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    # Ctrl+C: close from the event loop, not inside whatever Python callback the signal interrupted (a map poll
+    # resumed after the close would read the mapping process's closed queue).
+    signal.signal(signal.SIGINT, lambda *_: QtCore.QTimer.singleShot(0, window.close))
     wake = QtCore.QTimer()  # lets Python run its signal handlers while Qt's loop runs
     wake.timeout.connect(lambda: None)
     wake.start(200)
     app.exec()
     window.shutdown()
-    return 1 if window.source is None else 0
+    code = 1 if window.source is None else 0
+    # Destroy the window (and its OpenGL view) now, while the QApplication exists: left to interpreter exit, the
+    # order is arbitrary, and Qt objects that outlive the application can crash the process as it ends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sip.delete(window)
+    return code
 
 
 if __name__ == "__main__":

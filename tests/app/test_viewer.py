@@ -1,6 +1,9 @@
 """The viewer window end to end: real source, real mapping process, real Qt and OpenGL (under Xvfb)."""
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +171,20 @@ def test_keyboard_shortcuts_toggle_colour_mode_depth_source_and_pause(make_windo
     qtbot.keyClick(window, QtCore.Qt.Key.Key_S)
     shots = list((tmp_path / "out").glob("screenshot-*.png"))
     assert len(shots) == 2  # the window and the 3D view
+
+
+def test_viewer_command_runs_the_bundled_demo_writes_screenshots_and_exits_0(gl_display, png_pixels, tmp_path):
+    """The README's screenshot command as a process: model, window, mapping process, then a clean exit (status 0;
+    Qt objects torn down in order, no crash at interpreter exit)."""
+    from app.main import bundled_model
+
+    if not bundled_model().is_file():
+        pytest.skip("the bundled model is not in this checkout")
+    shot = tmp_path / "shot.png"
+    done = subprocess.run([sys.executable, "-m", "app.main", "--max-frames", "15", "--screenshot", str(shot),
+                           "--quit-when-done"], capture_output=True, text=True, timeout=WAIT_MS // 1000,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    window, view = png_pixels(shot), png_pixels(tmp_path / "shot_map.png")
+    assert window.shape[0] > 300 and window.shape[1] > 500 and window.std() > 20
+    assert view.std() > 5  # the map and trajectory, not a blank view
