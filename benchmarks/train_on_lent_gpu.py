@@ -2,11 +2,13 @@
 
 Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms, then chunks
 sized by the rate of the chunk before, which includes starting the rendering processes: the last chunks fill the
-time that this cautious rate leaves). Takes the seconds a training step costs from ``--sec-per-step`` or a short
-timing run, then runs ``m2hmx.train.train`` for as many steps as end ``--end-s`` seconds after the start, on the one
-rendered dataset.
-It prints the equivalent ``m2hmx-train`` command, which is what the model card records. The model is also written
-in two halves (the lent machine returns files of at most 16 MiB).
+time that this cautious rate leaves). Then it keeps rendering the next rooms in ``--render-workers`` background
+processes (niced: training's own process and loaders come first) while it trains: ``m2hmx.train.train`` runs in
+``--segments`` segments of one cosine schedule, each resuming the last with the rooms rendered by then added (the
+contiguous seed range done so far). The steps are as many as end ``--end-s`` seconds after the start, at the seconds
+a step costs from ``--sec-per-step`` or a short timing run taken while the background rendering runs. It prints the
+equivalent ``m2hmx-train`` commands (one per segment), which is what the model card records. The model is also
+written in two halves (the lent machine returns files of at most 16 MiB).
 
 Where Open3D cannot be installed: ``PYTHONPATH=benchmarks/open3d_standin:. python3 -m benchmarks.train_on_lent_gpu``.
 """
@@ -14,10 +16,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
+import os
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 T0 = time.time()
+STOPPED = False  # set by SIGINT / SIGTERM
+
+
+def stop(signum, frame) -> None:
+    """Ctrl-C or the lent machine's time-out: train() saves on the KeyboardInterrupt; no further segments."""
+    global STOPPED
+    STOPPED = True
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -30,7 +44,9 @@ def main() -> None:
     parser.add_argument("--max-rooms", type=int, default=6000)
     parser.add_argument("--init", default="assets/m2hmx-demo.safetensors", help="train.init_from")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=12, help="data loader workers")
+    parser.add_argument("--workers", type=int, default=8, help="data loader workers")
+    parser.add_argument("--render-workers", type=int, default=10, help="processes rendering rooms during training")
+    parser.add_argument("--segments", type=int, default=4, help="training segments; rooms are added between them")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--sec-per-step", type=float, default=0.0, help="known step time (0: a 40-step timing run)")
@@ -72,25 +88,50 @@ def train_within_budget(args: argparse.Namespace) -> None:
         chunk = min(args.max_rooms - rooms, int((args.render_s - (time.time() - t)) * rate))
         if chunk < min(16, args.max_rooms - rooms):  # too few to be worth a few seconds of process start-up
             break
-    dataset = ConcatDataset(parts)  # indexes exactly as build_dataset over the whole seed range would
-    log(f"rendered rooms {first}-{first + rooms - 1} ({len(dataset)} frames) in {time.time() - t:.1f} s")
-    T.build_dataset = lambda *a, **k: dataset  # the runs below train on these frames
-    seeds = f"data.seeds=[{first},{first + rooms}]"
+    log(f"rendered rooms {first}-{first + rooms - 1} in {time.time() - t:.1f} s")
+
+    # The next rooms render while the GPU trains; a segment takes the ones done by its start, in seed order.
+    data_cfg = cfg["data"]
+    size, augment = tuple(int(v) for v in data_cfg["size"]), bool(data_cfg["augment"])
+    pool = ProcessPoolExecutor(args.render_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=os.nice, initargs=(10,))
+    pending = deque(pool.submit(T.render_room, (seed, data_cfg, size, augment, label_space))
+                    for seed in range(first + rooms, first + args.max_rooms))
+
+    def train_on_rooms_rendered_so_far(what: str, settings: list[str]) -> None:
+        nonlocal rooms
+        while pending and pending[0].done():
+            parts.append(pending.popleft().result())
+            rooms += 1
+        dataset = ConcatDataset(parts)  # indexes exactly as build_dataset over the whole seed range would
+        T.build_dataset = lambda *a, **k: dataset
+        run = base + [f"data.seeds=[{first},{first + rooms}]"] + settings
+        log(f"{what} on rooms {first}-{first + rooms - 1} ({len(dataset)} frames): m2hmx-train --config demo "
+            + " ".join(f"--set {a}" for a in run))
+        T.train(T.load_config("demo", run), progress=False)
 
     sec_per_step = args.sec_per_step
     if not sec_per_step:
         timing = args.out / "timing"
-        T.train(T.load_config("demo", base + [seeds, "train.steps=40", f"train.out_dir={timing}",
-                                              "train.log_every=10"]), progress=False)
+        train_on_rooms_rendered_so_far("timing", ["train.steps=40", f"train.out_dir={timing}", "train.log_every=10"])
         rows = list(csv.DictReader(open(timing / "log.csv")))
         sec_per_step = max(float(r["sec_per_step"]) for r in rows[-2:])  # steps 21-40: loaders warm
-    steps = int((args.end_s - (time.time() - T0) - 25) / (sec_per_step * 1.04))  # 25 s: loader start, saving
-    run = base + [seeds, f"train.steps={steps}", f"train.out_dir={args.out}", f"train.ckpt_every={max(steps // 4, 1)}"]
-    log(f"{sec_per_step:.3f} s a step: m2hmx-train --config demo " + " ".join(f"--set {a}" for a in run))
+    overhead = 12 + 8 * args.segments  # loader and model start-up per segment, final save
+    steps = int((args.end_s - (time.time() - T0) - overhead) / (sec_per_step * 1.04))
+    log(f"{sec_per_step:.3f} s a step, {steps} steps in {args.segments} segments")
     t = time.time()
-    T.train(T.load_config("demo", run), progress=False)
+    try:
+        for k in range(1, args.segments + 1):
+            if STOPPED:  # train() saved and returned on the signal
+                break
+            train_on_rooms_rendered_so_far(f"segment {k}", [
+                f"train.steps={steps}", f"train.out_dir={args.out}", f"train.ckpt_every={steps}",
+                f"train.stop_at={steps * k // args.segments}"] + (["train.resume=true"] if k > 1 else []))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else 0.0
-    log(f"trained {steps} steps in {time.time() - t:.1f} s, peak GPU memory {peak:.1f} GiB")
+    done = "stopped by a signal (the model is saved; log.csv has the steps)" if STOPPED else f"trained {steps} steps"
+    log(f"{done} in {time.time() - t:.1f} s, peak GPU memory {peak:.1f} GiB")
 
 
 def split_model(out: Path) -> None:
@@ -103,5 +144,6 @@ def split_model(out: Path) -> None:
 if __name__ == "__main__":
     import signal
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a time-out stops train() as Ctrl-C does: it saves
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     main()

@@ -165,7 +165,7 @@ class FrameSubset:
         self.source.close()
 
 
-def _render_room(job):
+def render_room(job):
     """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache."""
     from m2hmx.data.synthetic import SyntheticSource
     from m2hmx.data.torch_datasets import FrameDataset
@@ -205,7 +205,7 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
         workers = min(cores, len(jobs))
         with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1
               else nullcontext()) as pool:
-            rendered = pool.map(_render_room, jobs, chunksize=4) if pool else map(_render_room, jobs)
+            rendered = pool.map(render_room, jobs, chunksize=4) if pool else map(render_room, jobs)
             datasets = list(tqdm(rendered, total=len(jobs), desc="rendering rooms", disable=not progress,
                                  dynamic_ncols=True))
         return ConcatDataset(datasets)
