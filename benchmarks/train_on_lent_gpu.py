@@ -91,11 +91,9 @@ def train_within_budget(args: argparse.Namespace) -> None:
     log(f"rendered rooms {first}-{first + rooms - 1} in {time.time() - t:.1f} s")
 
     # The next rooms render while the GPU trains; a segment takes the ones done by its start, in seed order.
-    data_cfg = cfg["data"]
-    size, augment = tuple(int(v) for v in data_cfg["size"]), bool(data_cfg["augment"])
     pool = ProcessPoolExecutor(args.render_workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=os.nice, initargs=(10,))
-    pending = deque(pool.submit(T.render_room, (seed, data_cfg, size, augment, label_space))
+    pending = deque(pool.submit(T.render_room, (seed, cfg["data"], label_space))
                     for seed in range(first + rooms, first + args.max_rooms))
 
     def train_on_rooms_rendered_so_far(what: str, settings: list[str]) -> None:
@@ -110,17 +108,18 @@ def train_within_budget(args: argparse.Namespace) -> None:
             + " ".join(f"--set {a}" for a in run))
         T.train(T.load_config("demo", run), progress=False)
 
-    sec_per_step = args.sec_per_step
-    if not sec_per_step:
-        timing = args.out / "timing"
-        train_on_rooms_rendered_so_far("timing", ["train.steps=40", f"train.out_dir={timing}", "train.log_every=10"])
-        rows = list(csv.DictReader(open(timing / "log.csv")))
-        sec_per_step = max(float(r["sec_per_step"]) for r in rows[-2:])  # steps 21-40: loaders warm
-    overhead = 12 + 8 * args.segments  # loader and model start-up per segment, final save
-    steps = int((args.end_s - (time.time() - T0) - overhead) / (sec_per_step * 1.04))
-    log(f"{sec_per_step:.3f} s a step, {steps} steps in {args.segments} segments")
-    t = time.time()
-    try:
+    try:  # whatever happens, the rooms still queued are dropped, not rendered before the process can end
+        sec_per_step = args.sec_per_step
+        if not sec_per_step:
+            timing = args.out / "timing"
+            train_on_rooms_rendered_so_far("timing", ["train.steps=40", f"train.out_dir={timing}",
+                                                      "train.log_every=10"])
+            rows = list(csv.DictReader(open(timing / "log.csv")))
+            sec_per_step = max(float(r["sec_per_step"]) for r in rows[-2:])  # steps 21-40: loaders warm
+        overhead = 12 + 8 * args.segments  # loader and model start-up per segment, final save
+        steps = int((args.end_s - (time.time() - T0) - overhead) / (sec_per_step * 1.04))
+        log(f"{sec_per_step:.3f} s a step, {steps} steps in {args.segments} segments")
+        t = time.time()
         for k in range(1, args.segments + 1):
             if STOPPED:  # train() saved and returned on the signal
                 break

@@ -166,13 +166,15 @@ class FrameSubset:
 
 
 def render_room(job):
-    """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache."""
+    """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache.
+    ``job``: (seed, the recipe's ``data`` section, label space)."""
     from m2hmx.data.synthetic import SyntheticSource
     from m2hmx.data.torch_datasets import FrameDataset
 
-    seed, data_cfg, size, augment, label_space = job
+    seed, data_cfg, label_space = job
     room = SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]), int(data_cfg["width"]))
-    ds = FrameDataset(FrameSubset(room, data_cfg["stride"]), size=size, augment=augment, label_space=label_space)
+    ds = FrameDataset(FrameSubset(room, data_cfg["stride"]), size=tuple(int(v) for v in data_cfg["size"]),
+                      augment=bool(data_cfg["augment"]), label_space=label_space)
     ds.preload()
     return ds
 
@@ -200,7 +202,7 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
         # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
         # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count;
         # under torchrun each of a node's ranks renders the whole set, with its share of the cores.
-        jobs = [(seed, data_cfg, size, augment, label_space) for seed in seeds]
+        jobs = [(seed, data_cfg, label_space) for seed in seeds]
         cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         workers = min(cores, len(jobs))
         with (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1
