@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
+    p.add_argument("--odometry", choices=("point_to_plane", "hybrid", "intensity"), default=None,
+                   help="frame-to-model odometry; default hybrid with --depth pred, point_to_plane otherwise")
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -61,7 +63,8 @@ def _run(args) -> int:
         predictor = Predictor.from_checkpoint(str(ckpt), "cpu")
     label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
         or load_label_space("scannet20")
-    config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size)
+    config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
+                           odometry=args.odometry)
     bridge = MappingBridge(label_space, config)
     t0 = time.perf_counter()
     try:
@@ -78,6 +81,7 @@ def _run(args) -> int:
     metrics = {
         "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
         "tracking_failures": run["failures"], "voxel_size_m": bridge.voxel_size,
+        "odometry": None if args.gt_poses else config.odometry_method,
         "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,
         "mean_ms": {k: 1000 * v / n for k, v in bridge.timing_totals.items()},
         "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,

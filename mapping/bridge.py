@@ -28,7 +28,7 @@ import numpy as np
 
 from mapping.fusion import SemanticVoxels, confidence_weight
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
-from mapping.tracking import Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
+from mapping.tracking import ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
 
 STAGES = ("align", "track", "integrate", "semantics", "raycast")
 
@@ -44,7 +44,12 @@ class MappingConfig:
     depth_max: float = 5.0
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
-    odometry: str = "point_to_plane"  # "point_to_plane" | "hybrid" | "intensity"
+    # "point_to_plane" | "hybrid" | "intensity"; None = hybrid for predicted depth, point_to_plane otherwise.
+    # Predicted depth's shape errors move a geometric fit by their full size, while a photometric residual
+    # sees a depth error only through the parallax of the frame-to-frame motion (small at 30 Hz), so the
+    # hybrid fit tracks predicted depth better; on exact depth point-to-plane alone is more accurate
+    # (measurements in benchmarks/RESULTS.md, "Odometry for predicted depth").
+    odometry: str | None = None
     # Odometry iterations per image-pyramid level, finest first. Open3D's default (6, 3, 1) leaves one
     # iteration at the coarsest level, too few to recover a fast turn (a 3 deg miss of the constant-
     # velocity prediction put 9 cm into one frame); coarse iterations are cheap (1/16 of the pixels).
@@ -60,6 +65,14 @@ class MappingConfig:
     def __post_init__(self) -> None:
         if self.depth_mode not in ("sensor", "gt", "pred"):
             raise ValueError(f"depth_mode must be sensor, gt or pred, got '{self.depth_mode}'")
+        if self.odometry not in (None, *ODOMETRY_METHODS):
+            raise ValueError(f"odometry must be one of {', '.join(ODOMETRY_METHODS)}, got '{self.odometry}'")
+
+    @property
+    def odometry_method(self) -> str:
+        if self.odometry is not None:
+            return self.odometry
+        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
     def scale_alignment(self) -> bool:

@@ -22,7 +22,7 @@ o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
 _CPU = o3c.Device("CPU:0")
 BLOCK_RESOLUTION = 16  # voxels per TSDF block edge
-METHODS = {
+ODOMETRY_METHODS = {
     "point_to_plane": o3d.t.pipelines.odometry.Method.PointToPlane,
     "hybrid": o3d.t.pipelines.odometry.Method.Hybrid,
     "intensity": o3d.t.pipelines.odometry.Method.Intensity,
@@ -221,8 +221,9 @@ class Tracker:
         if not self.raycast_valid:
             raise TrackingFailure("the map has no surface to track against yet")
         try:
+            method = ODOMETRY_METHODS[cfg.odometry_method]
             result = self.model.track_frame_to_model(self.input, self.raycast, 1.0, cfg.depth_max,
-                                                     cfg.depth_diff, METHODS[cfg.odometry], self.criteria)
+                                                     cfg.depth_diff, method, self.criteria)
         except RuntimeError as exc:  # e.g. "Singular 6x6 linear system detected, tracking failed."
             text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
             reason = text.splitlines()[0] if text else type(exc).__name__
@@ -257,7 +258,7 @@ class Tracker:
         shifted[:3, 3] += 0.5 * self.voxel_size
         self.model.update_frame_pose(self._frame_id, o3c.Tensor(shifted))
         self.model.synthesize_model_frame(self.raycast, 1.0, cfg.depth_min, cfg.depth_max,
-                                          cfg.trunc_voxel_multiplier, cfg.odometry != "point_to_plane")
+                                          cfg.trunc_voxel_multiplier, cfg.odometry_method != "point_to_plane")
         self.raycast_valid = self.integrated_frames > 0
 
     def extract_mesh(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Predicted depth is not a sensor: exact depth with a 3% per-frame scale error and 1% pixel noise."""
+"""Predicted depth is not a sensor: exact depth with a 3% per-frame scale error and 1% pixel noise, and
+with a per-frame tilt of the depth field (a shape error, as a network's depth has)."""
 import numpy as np
 import pytest
 
@@ -14,18 +15,27 @@ def sequence():
     return source, list(source)
 
 
-def _run(source, frames, wobble: float, align: bool) -> float:
+def _run(source, frames, wobble: float, align: bool, odometry: str = "point_to_plane",
+         tilt: float = 0.0) -> tuple[float, int]:
+    """ATE (m) and tracking failures. Each frame's depth is scaled by 1 + N(0, wobble), tilted by
+    1 + a x + b y (normalised image coordinates, a, b ~ N(0, tilt)) and given 1 % pixel noise."""
     rng = np.random.default_rng(1)
-    bridge = MappingBridge(source.label_space, MappingConfig(depth_mode="pred" if align else "sensor"))
+    config = MappingConfig(depth_mode="pred" if align else "sensor", odometry=odometry)
+    bridge = MappingBridge(source.label_space, config)
     for i, f in enumerate(frames):
-        depth = f.depth * np.float32(1 + rng.normal(0, wobble)) if wobble else f.depth.copy()
+        depth = f.depth.copy()
         if wobble:
+            h, w = depth.shape
+            v, u = np.mgrid[0:h, 0:w]
+            a, b = rng.normal(0, tilt, 2) if tilt else (0.0, 0.0)
+            field = 1 + a * (u - f.K[0, 2]) / f.K[0, 0] + b * (v - f.K[1, 2]) / f.K[1, 1]
+            depth *= np.float32(1 + rng.normal(0, wobble)) * field.astype(np.float32)
             depth *= (1 + rng.normal(0, 0.01, depth.shape)).astype(np.float32)
             depth[f.depth == 0] = 0
         bridge.process(PerceptionFrame(f.timestamp, f.rgb, depth.astype(np.float32), f.labels, f.K,
                                        pose_prior=f.pose if i == 0 else None))
     gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
-    return ate_rmse(gt, bridge.trajectory())
+    return ate_rmse(gt, bridge.trajectory()), bridge.failures
 
 
 def test_scale_alignment_removes_most_of_a_per_frame_scale_error(sequence):
@@ -34,9 +44,27 @@ def test_scale_alignment_removes_most_of_a_per_frame_scale_error(sequence):
     joint pose + scale fit has two near-equal minima, and which one it takes depends on Open3D's
     non-deterministic tracking result; the scale then carries the choice to later frames."""
     source, frames = sequence
-    exact = _run(source, frames, 0.0, align=False)
-    unaligned = _run(source, frames, 0.03, align=False)
-    aligned = _run(source, frames, 0.03, align=True)
+    exact, _ = _run(source, frames, 0.0, align=False)
+    unaligned, _ = _run(source, frames, 0.03, align=False)
+    aligned, _ = _run(source, frames, 0.03, align=True)
     assert exact < 0.01
     assert aligned < unaligned / 10, (aligned, unaligned)
     assert aligned <= 4 * exact, (aligned, exact)
+
+
+def test_predicted_depth_tracks_with_hybrid_odometry_through_shape_errors(sequence):
+    """With 5 % tilts, point-to-plane tracking slides on the tilted surfaces while the hybrid (photometric +
+    geometric) fit that predicted depth uses by default keeps tracking. This draw, three runs: point-to-plane
+    13.6-14.6 cm with 36 of 40 frames failed, hybrid 6.3-7.8 cm with none (without the tilt: 0.64-0.69 cm)."""
+    assert MappingConfig(depth_mode="pred").odometry_method == "hybrid"
+    assert MappingConfig(depth_mode="gt").odometry_method == "point_to_plane"
+    source, frames = sequence
+    geometric, geometric_failures = _run(source, frames, 0.03, align=True, tilt=0.05)
+    hybrid, hybrid_failures = _run(source, frames, 0.03, align=True, odometry=None, tilt=0.05)
+    assert hybrid < 0.1 and hybrid_failures <= 2, (hybrid, hybrid_failures)
+    assert hybrid < 0.7 * geometric and geometric_failures > 10, (hybrid, geometric, geometric_failures)
+
+
+def test_unknown_odometry_method_is_a_clear_error():
+    with pytest.raises(ValueError, match="odometry must be one of point_to_plane, hybrid, intensity"):
+        MappingConfig(odometry="icp")

@@ -1,0 +1,35 @@
+"""``m2hmx-map``: a headless run writes the map's exports and metrics.json, and bad input is one line."""
+import json
+
+from app.map_cli import main
+
+
+def test_map_command_tracks_a_generated_room_and_writes_exports_and_metrics(tmp_path, capsys):
+    out = tmp_path / "map"
+    assert main(["--dataset", "synthetic:0", "--depth", "gt", "--max-frames", "20", "--no-progress",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] == 20 and metrics["tracking_failures"] == 0
+    assert metrics["odometry"] == "point_to_plane" and metrics["scale_alignment"] is False
+    assert metrics["ate_rmse_m"] < 0.01
+    for name in ("mesh.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv", "dsg.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert f"ATE RMSE {metrics['ate_rmse_m'] * 100:.2f} cm" in capsys.readouterr().out
+
+
+def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_path):
+    for extra, method in (([], "hybrid"), (["--odometry", "point_to_plane"], "point_to_plane")):
+        out = tmp_path / method
+        assert main(["--dataset", "synthetic:100000", "--depth", "pred", "--max-frames", "5", "--no-progress",
+                     "--out", str(out), *extra]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["odometry"] == method and metrics["scale_alignment"] is True
+        assert metrics["frames"] == 5
+
+
+def test_map_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "no-such-scene"
+    assert main(["--dataset", str(missing), "--out", str(tmp_path / "map")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("m2hmx-map: error:") and str(missing) in err and "\n" not in err
+    assert not (tmp_path / "map").exists()
