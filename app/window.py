@@ -62,6 +62,7 @@ class ViewerOptions:
     snapshot_every_s: float = 1.0
     loop_frames: int | None = None  # soak runs: cycle the source back and forth for this many frames
     torch_threads: int = 1
+    odometry: str | None = None  # MappingConfig.odometry: None = by depth source
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
@@ -343,9 +344,10 @@ class MainWindow(QtWidgets.QMainWindow):
     def _mapping_config(self):
         from mapping.bridge import MappingConfig
 
+        odometry = self.options.odometry
         if self.predictor is None:
-            return MappingConfig(depth_mode="gt")
-        return MappingConfig(depth_mode="pred" if self.depth_source == "pred" else "sensor")
+            return MappingConfig(depth_mode="gt", odometry=odometry)
+        return MappingConfig(depth_mode="pred" if self.depth_source == "pred" else "sensor", odometry=odometry)
 
     def _start_mapping(self) -> None:
         try:

@@ -24,11 +24,13 @@ def test_sources_are_mutually_exclusive(capsys):
 def test_options_follow_the_arguments(tmp_path):
     opts = options_from_args(build_parser().parse_args(
         ["--dataset", "scannet/scene0011", "--data-root", str(tmp_path), "--checkpoint", "m.safetensors",
-         "--depth-source", "sensor", "--size", "480x640", "--max-frames", "5", "--depth-scale", "1.2"]))
+         "--depth-source", "sensor", "--size", "480x640", "--max-frames", "5", "--depth-scale", "1.2",
+         "--odometry", "hybrid"]))
     source = opts.source
     assert (source.kind, source.value, source.data_root) == ("dataset", "scannet/scene0011", str(tmp_path))
     assert opts.checkpoint == "m.safetensors" and opts.depth_source == "sensor" and opts.size == (480, 640)
-    assert opts.max_frames == 5 and opts.depth_scale == 1.2
+    assert opts.max_frames == 5 and opts.depth_scale == 1.2 and opts.odometry == "hybrid"
+    assert options_from_args(build_parser().parse_args([])).odometry is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--size", "big"])
 
