@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.pipeline import ODOMETRY_CHOICES
 from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 
 EPILOG = """\
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--depth-scale", type=_positive_float, default=1.0, metavar="S",
                        help="multiply predicted depth by S (a camera whose focal length differs from the "
                             "training data's sees metric depth off by a constant factor) (1.0)")
-    model.add_argument("--odometry", choices=("point_to_plane", "hybrid", "intensity"), default=None,
+    model.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                        help="frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
                             "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate)")
     model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from app.pipeline import ODOMETRY_CHOICES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2hmx-map", description=__doc__.splitlines()[0])
@@ -23,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
-    p.add_argument("--odometry", choices=("point_to_plane", "hybrid", "intensity"), default=None,
+    p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                    help="frame-to-model odometry; default hybrid with --depth pred, point_to_plane otherwise")
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--no-progress", action="store_true")

@@ -27,6 +27,13 @@ def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_p
         assert metrics["frames"] == 5
 
 
+def test_odometry_choices_are_the_trackers_methods():
+    from app.pipeline import ODOMETRY_CHOICES
+    from mapping.tracking import ODOMETRY_METHODS
+
+    assert ODOMETRY_CHOICES == tuple(ODOMETRY_METHODS)
+
+
 def test_map_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     missing = tmp_path / "no-such-scene"
     assert main(["--dataset", str(missing), "--out", str(tmp_path / "map")]) == 1
