@@ -1,6 +1,8 @@
 """``m2hmx-map``: run the mapping pipeline headless and write the map's exports plus ``metrics.json``.
 
-Example: ``m2hmx-map --dataset synthetic:0 --depth sensor --out runs/map0 --max-frames 100``.
+Example: ``m2hmx-map --dataset synthetic:0 --depth sensor --out runs/map0 --max-frames 100``. On generated rooms
+(``synthetic:SEED``) ``metrics.json`` also scores the scene graph's objects against the room's own
+(``mapping.scene_graph.score_objects``).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def _run(args) -> int:
     from m2hmx.data.sources import open_source
     from m2hmx.labels import load_label_space
     from mapping.bridge import MappingBridge, MappingConfig
+    from mapping.scene_graph import score_objects
     from mapping.trajectory import TrajectoryError, ate_rmse
 
     if args.stride < 1:
@@ -77,7 +80,8 @@ def _run(args) -> int:
     wall = time.perf_counter() - t0
     out = Path(args.out)
     t1 = time.perf_counter()
-    written = bridge.export(out)
+    snapshot = bridge.snapshot()
+    written = bridge.export(out, snapshot)
     export_s = time.perf_counter() - t1
     n = max(run["frames"], 1)
     metrics = {
@@ -93,12 +97,17 @@ def _run(args) -> int:
             metrics["ate_rmse_m"] = ate_rmse(run["gt"], bridge.trajectory(), max_diff=0.02)
         except TrajectoryError as exc:
             metrics["ate_error"] = str(exc)
+    if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
+        truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
+        metrics["objects"] = score_objects(snapshot.objects, truth)
     from mapping.export import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    ate = metrics["ate_rmse_m"]
+    ate, objects = metrics["ate_rmse_m"], metrics.get("objects")
     print(f"{run['frames']} frames, {run['failures']} tracking failures"
-          + (f", ATE RMSE {ate * 100:.2f} cm" if ate is not None else "") + f"; wrote {len(written) + 1} files to {out}")
+          + (f", ATE RMSE {ate * 100:.2f} cm" if ate is not None else "")
+          + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
+             if objects else "") + f"; wrote {len(written) + 1} files to {out}")
     if run["error"]:
         print(f"m2hmx-map: error: {run['error']} (map up to that frame exported)", file=sys.stderr)
         return 1

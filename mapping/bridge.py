@@ -305,10 +305,7 @@ class MappingBridge:
                                times, poses, np.array(self._ok, bool))
         vertices, triangles, rgb = self._tracker.extract_mesh()
         classes = self._semantics.classify(vertices)
-        objects = []
-        if with_objects:
-            centres, evidence = self.semantic_voxels()
-            objects = extract_objects(centres, evidence, self.label_space, self.voxel_size)
+        objects = extract_objects(vertices, triangles, classes, self.label_space) if with_objects else []
         return MapSnapshot(vertices, triangles, self.class_colors(classes), rgb, classes,
                            times, poses, np.array(self._ok, bool), objects)
 
@@ -332,13 +329,13 @@ class MappingBridge:
         return build_scene_graph(snap.objects, snap.vertices, snap.vertex_classes, snap.trajectory, keyframes,
                                  self.label_space)
 
-    def export(self, out_dir: str | Path) -> list[Path]:
+    def export(self, out_dir: str | Path, snapshot: MapSnapshot | None = None) -> list[Path]:
         from mapping.export import write_label_space, write_mesh, write_point_cloud
         from mapping.trajectory import write_hydra_csv, write_tum
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        snap = self.snapshot()
+        snap = snapshot or self.snapshot()
         written = []
         if len(snap.triangles):
             written.append(write_mesh(out / "mesh.ply", snap.vertices, snap.triangles, snap.class_colors))

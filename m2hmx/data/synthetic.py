@@ -766,6 +766,33 @@ class SyntheticSource:
         for i in range(self.num_frames):
             yield self[i]
 
+    def visible_objects(self, poses: np.ndarray, min_fraction: float = 0.02, step: int = 4) -> list[SceneObject]:
+        """The room's objects that fill at least ``min_fraction`` of some view among the camera-to-world ``poses``
+        (one ray every ``step`` pixels), each boxed to the part of its surface those views saw: the ground truth
+        that a map of those views can be scored against."""
+        renderer = self._renderer or Renderer(self.scene, self.K, self.height, self.width)
+        grid = renderer.dirs_cam.reshape(self.height, self.width, 3)
+        dirs_cam = grid[step // 2::step, step // 2::step].reshape(-1, 3)
+        rays = np.empty((len(dirs_cam), 6), np.float32)
+        n = len(self.scene.objects)
+        best = np.zeros(n)
+        lo, hi = np.full((n, 3), np.inf), np.full((n, 3), -np.inf)
+        for pose in poses:
+            rays[:, :3] = pose[:3, 3]
+            rays[:, 3:] = _matmul3(dirs_cam, pose[:3, :3].T.astype(np.float32))
+            ans = renderer.rs.cast_rays(renderer.o3d.core.Tensor.from_numpy(rays))
+            prim, t_hit = ans["primitive_ids"].numpy(), ans["t_hit"].numpy()
+            hit = prim != renderer.rs.INVALID_ID
+            obj = np.full(len(rays), -1)
+            obj[hit] = self.scene.triangle_object[prim[hit]]
+            best = np.maximum(best, np.bincount(obj[obj >= 0], minlength=n) / len(rays))
+            for k in np.unique(obj[obj >= 0]):
+                sel = obj == k
+                points = rays[sel, :3] + rays[sel, 3:] * t_hit[sel, None]
+                lo[k], hi[k] = np.minimum(lo[k], points.min(0)), np.maximum(hi[k], points.max(0))
+        return [SceneObject(o.class_id, o.name, lo[k], hi[k]) for k, o in enumerate(self.scene.objects)
+                if best[k] > 0 and best[k] >= min_fraction]
+
     def close(self) -> None:
         self._renderer = None
 

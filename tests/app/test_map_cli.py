@@ -12,9 +12,13 @@ def test_map_command_tracks_a_generated_room_and_writes_exports_and_metrics(tmp_
     assert metrics["frames"] == 20 and metrics["tracking_failures"] == 0
     assert metrics["odometry"] == "point_to_plane" and metrics["scale_alignment"] is False
     assert metrics["ate_rmse_m"] < 0.01
+    # The room's six objects in view each get one scene-graph node (exact depth and labels).
+    assert {k: metrics["objects"][k] for k in ("true_objects", "matched", "nodes")} == \
+        {"true_objects": 6, "matched": 6, "nodes": 6}
     for name in ("mesh.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv", "dsg.json"):
         assert (out / name).stat().st_size > 0, name
-    assert f"ATE RMSE {metrics['ate_rmse_m'] * 100:.2f} cm" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"ATE RMSE {metrics['ate_rmse_m'] * 100:.2f} cm" in printed and "objects 6 of 6 found by 6 nodes" in printed
 
 
 def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_path):
