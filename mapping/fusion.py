@@ -98,7 +98,8 @@ class SemanticVoxels:
         if not len(centres) or not len(points):
             return out
         k = min(neighbours, len(centres))
-        dist, idx = cKDTree(centres).query(points, k=k, distance_upper_bound=radius_voxels * self.voxel_size)
+        tree = cKDTree(centres, balanced_tree=False, compact_nodes=False)  # builds in half the time; same answers
+        dist, idx = tree.query(points, k=k, distance_upper_bound=radius_voxels * self.voxel_size)
         padded = np.vstack([evidence, np.zeros((1, evidence.shape[1]), evidence.dtype)])  # idx == M: none
         pooled = padded[idx.reshape(len(points), k)].sum(1)
         hit = pooled.sum(1) > 0

@@ -56,17 +56,18 @@ def _backproject(depth: np.ndarray, K: np.ndarray, us: np.ndarray, vs: np.ndarra
 
 
 def _normal_map(vertex: np.ndarray, valid: np.ndarray, max_jump: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Unit normals from central differences of an (H,W,3) vertex map, facing the camera."""
-    dx = vertex[1:-1, 2:] - vertex[1:-1, :-2]
-    dy = vertex[2:, 1:-1] - vertex[:-2, 1:-1]
-    n = np.cross(dx, dy)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    """Unit normals (float32) from central differences of an (H,W,3) vertex map, facing the camera."""
+    v = vertex.astype(np.float32)
+    dx = v[1:-1, 2:] - v[1:-1, :-2]
+    dy = v[2:, 1:-1] - v[:-2, 1:-1]
+    (ax, ay, az), (bx, by, bz) = np.moveaxis(dx, -1, 0), np.moveaxis(dy, -1, 0)
+    n = np.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)  # dx x dy
+    norm = np.sqrt(np.einsum("...i,...i->...", n, n))
     ok = valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1] & valid[1:-1, 1:-1]
-    ok &= (np.abs(dx[..., 2]) < max_jump) & (np.abs(dy[..., 2]) < max_jump) & (norm[..., 0] > 1e-12)
-    n = n / np.maximum(norm, 1e-12)
-    flip = np.sum(n * vertex[1:-1, 1:-1], -1) > 0
-    n[flip] *= -1
-    normals = np.zeros_like(vertex)
+    ok &= (np.abs(az) < max_jump) & (np.abs(bz) < max_jump) & (norm > 1e-12)
+    n /= np.maximum(norm, 1e-12)[..., None]
+    n[np.einsum("...i,...i->...", n, v[1:-1, 1:-1]) > 0] *= -1
+    normals = np.zeros_like(v)
     normals[1:-1, 1:-1] = n
     mask = np.zeros(valid.shape, bool)
     mask[1:-1, 1:-1] = ok
