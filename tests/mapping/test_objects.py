@@ -35,11 +35,11 @@ def test_score_counts_duplicates_and_wrong_classes_as_false_positives():
     nodes = [node(CHAIR, [0, 0, 0], [1, 1, 1]),        # IoU 1 with the chair
              node(CHAIR, [0.5, 0, 0], [1.5, 1, 1]),    # IoU 1/3 with the same chair: a duplicate
              node(CHAIR, [3, 0, 0], [4, 1, 1]),        # on the table's box, but the wrong class
-             node(TABLE, [3.6, 0, 0], [4.6, 1, 1])]    # IoU 0.4/1.6 = 0.25 with the table: a match
+             node(TABLE, [3.5, 0, 0], [4.5, 1, 1])]    # IoU 0.5/1.5 = 1/3 with the table: a match
     score = score_objects(nodes, truth)
     assert (score["matched"], score["nodes"], score["true_objects"]) == (2, 4, 2)
     assert score["precision"] == pytest.approx(0.5) and score["recall"] == pytest.approx(1.0)
-    assert score_objects(nodes, truth, min_iou=0.3)["matched"] == 1
+    assert score_objects(nodes, truth, min_iou=0.5)["matched"] == 1
     # A picture seen face-on has a flat box: boxes are widened to 10 cm before the IoU.
     flat = [(CHAIR, np.array([0.0, 2, 0]), np.array([1.0, 2, 1]))]
     assert score_objects([node(CHAIR, [0, 2.01, 0], [1, 2.01, 1])], flat)["matched"] == 1  # IoU 0.09 / 0.11
