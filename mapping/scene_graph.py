@@ -175,11 +175,13 @@ def score_objects(objects: list[ObjectNode], truth: list[tuple[int, np.ndarray, 
         grow = np.maximum(min_extent - (hi - lo), 0) / 2
         return lo - grow, hi + grow
 
+    node_boxes = [widened(o.bbox_min, o.bbox_max) for o in objects]
+    true_boxes = [widened(lo, hi) for _, lo, hi in truth]
     pairs = []
     for i, o in enumerate(objects):
-        for j, (cid, lo, hi) in enumerate(truth):
+        for j, (cid, _, _) in enumerate(truth):
             if o.class_id == cid:
-                iou = box_iou(*widened(o.bbox_min, o.bbox_max), *widened(lo, hi))
+                iou = box_iou(*node_boxes[i], *true_boxes[j])
                 if iou >= min_iou:
                     pairs.append((iou, i, j))
     used_nodes, used_truth = set(), set()
