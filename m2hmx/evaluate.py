@@ -1,4 +1,5 @@
-"""Evaluate a model on a frame source with the multi-task NYUDv2 protocol (metrics in m2hmx.metrics).
+"""Evaluate a model on frame sources, together one test set, with the multi-task NYUDv2 protocol (metrics in
+m2hmx.metrics).
 
 Predictions come from ``m2hmx.predictor.Predictor`` at the frames' own size, exactly as deployed. The
 result is a JSON-ready dict; ``format_report`` prints it as tables and ``save_grid`` draws a PNG of
@@ -19,53 +20,72 @@ class EvalError(Exception):
     """A model/dataset mismatch, reported as one line."""
 
 
-def evaluate(predictor, source, min_depth: float, max_depth: float, max_frames: int | None = None,
+def evaluate(predictor, sources: list, min_depth: float, max_depth: float, max_frames: int | None = None,
              stride: int = 1, grid_path: str | Path | None = None, grid_frames: int = 2,
              progress: bool = True) -> dict:
-    """Run ``predictor`` over every ``stride``-th frame of ``source`` (at most ``max_frames``)."""
-    from tqdm import tqdm
-
+    """Run ``predictor`` over every ``stride``-th frame (at most ``max_frames`` each) of ``sources`` as one test
+    set: one confusion matrix, normal-angle histogram and edge count over all frames, depth errors averaged over
+    frames, the depth scale's std within each source. With several sources, ``per_source`` holds each one's own
+    results. The grid shows frames of the first source."""
     space = predictor.label_space
-    if source.label_space is not None and space is not None and source.label_space.names != space.names:
-        raise EvalError(f"{source.name}: label space '{source.label_space.name}' differs from the model's "
-                        f"'{space.name}'")
-    tasks = set(predictor.tasks)
-    seg = SegmentationMeter(space.num_classes, space.ignore_index) if "semseg" in tasks else None
-    depth = DepthMeter(min_depth, max_depth) if "depth" in tasks else None
-    normals = NormalsMeter() if "normals" in tasks else None
-    edges = EdgeMeter() if "edge" in tasks else None
+    pooled, per_source, grid_rows = None, [], []
+    for k, source in enumerate(sources):
+        if source.label_space is not None and space is not None and source.label_space.names != space.names:
+            raise EvalError(f"{source.name}: label space '{source.label_space.name}' differs from the model's "
+                            f"'{space.name}'")
+        meters = {"semseg": SegmentationMeter(space.num_classes, space.ignore_index), "depth": DepthMeter(
+            min_depth, max_depth), "normals": NormalsMeter(), "edge": EdgeMeter()}
+        meters = {task: meter for task, meter in meters.items() if task in predictor.tasks}
+        used = _accumulate(predictor, source, meters, stride, max_frames, grid_frames if grid_path and k == 0 else 0,
+                           grid_rows, progress)
+        per_source.append(_results(source.name, used, meters, space))
+        if pooled is None:
+            pooled = meters
+        else:
+            for task, meter in pooled.items():
+                meter.merge(meters[task])
+    results = _results(", ".join(r["dataset"] for r in per_source), sum(r["frames"] for r in per_source),
+                       pooled, space)
+    results.update(stride=stride, depth_range=[min_depth, max_depth])
+    if len(per_source) > 1:
+        results["per_source"] = per_source
+    if grid_rows:
+        save_grid(grid_rows, space, grid_path, max_depth)
+    return results
+
+
+def _accumulate(predictor, source, meters: dict, stride: int, max_frames: int | None, grid_frames: int,
+                grid_rows: list, progress: bool) -> int:
+    """Feed ``source``'s frames and their predictions to ``meters``; keep ``grid_frames`` of them; frames used."""
+    from tqdm import tqdm
 
     frames, planned = _frames(source, stride, max_frames)
     grid_at = set(np.linspace(0, planned - 1, grid_frames).round().astype(int).tolist()) if (
-        grid_path and planned) else set()
-    grid_rows = []
+        grid_frames and planned) else set()
     used = 0
-    for frame in tqdm(frames, total=planned, desc="eval", disable=not progress, dynamic_ncols=True):
+    for frame in tqdm(frames, total=planned, desc=f"eval {source.name}", disable=not progress, dynamic_ncols=True):
         pred = predictor.predict(frame.rgb)
-        if seg is not None and frame.labels is not None:
-            seg.update(pred.labels, frame.labels)
-        if depth is not None and frame.depth is not None:
-            depth.update(pred.depth, frame.depth)
-        if normals is not None and frame.normals is not None and pred.normals is not None:
-            normals.update(pred.normals, frame.normals)
-        if edges is not None and frame.edges is not None and pred.edges is not None:
-            edges.update(pred.edges, frame.edges)
+        truth = {"semseg": frame.labels, "depth": frame.depth, "normals": frame.normals, "edge": frame.edges}
+        guess = {"semseg": pred.labels, "depth": pred.depth, "normals": pred.normals, "edge": pred.edges}
+        for task, meter in meters.items():
+            if truth[task] is not None and guess[task] is not None:
+                meter.update(guess[task], truth[task])
         if used in grid_at:
             grid_rows.append((frame, pred))
         used += 1
     if used == 0:
         raise EvalError(f"{source.name}: no frames to evaluate")
+    return used
 
-    results: dict = {"dataset": source.name, "frames": used, "stride": stride,
-                     "depth_range": [min_depth, max_depth]}
-    if seg is not None and seg.confusion.sum():
-        results["semseg"] = seg.result()
+
+def _results(name: str, frames: int, meters: dict, space) -> dict:
+    results: dict = {"dataset": name, "frames": frames}
+    if "semseg" in meters and meters["semseg"].confusion.sum():
+        results["semseg"] = meters["semseg"].result()
         results["class_names"] = list(space.names)
-    for key, meter in (("depth", depth), ("normals", normals), ("edge", edges)):
-        if meter is not None and meter.result():
-            results[key] = meter.result()
-    if grid_path and grid_rows:
-        save_grid(grid_rows, space, grid_path, max_depth)
+    for task in ("depth", "normals", "edge"):
+        if task in meters and meters[task].result():
+            results[task] = meters[task].result()
     return results
 
 
@@ -88,9 +108,16 @@ def _frames(source, stride: int, max_frames: int | None):
     return frames, planned
 
 
+SUMMARY = [("semseg", "miou", "mIoU"), ("semseg", "pixel_acc", "pix acc"), ("depth", "rmse", "RMSE m"),
+           ("depth", "abs_rel", "AbsRel"), ("depth", "delta1", "d<1.25"), ("depth", "scale_median_mean", "scale"),
+           ("depth", "scale_median_std", "scale std"), ("normals", "mean", "nrm mean"), ("edge", "f_ods", "edge F")]
+
+
 def format_report(results: dict) -> str:
     """Human-readable tables of an ``evaluate`` result (what ``m2hmx-eval`` prints)."""
-    lines = [f"dataset: {results['dataset']}  frames: {results['frames']} (stride {results['stride']})"]
+    sources = results.get("per_source", [])
+    name = f"{len(sources)} datasets as one test set (each on its own below)" if sources else results["dataset"]
+    lines = [f"dataset: {name}  frames: {results['frames']} (stride {results['stride']})"]
     if "semseg" in results:
         s = results["semseg"]
         lines.append(f"semseg   mIoU {s['miou']:.4f}   pixel acc {s['pixel_acc']:.4f}")
@@ -114,6 +141,13 @@ def format_report(results: dict) -> str:
         lines.append(f"{'class':<22}{'IoU':>8}")
         for name, iou in zip(results["class_names"], results["semseg"]["iou_per_class"]):
             lines.append(f"{name:<22}{'-' if iou is None else f'{iou:.4f}':>8}")
+    if sources:
+        lines += ["", "each dataset on its own, and the mean of their numbers (not the protocol's numbers, above):",
+                  f"{'dataset':<22}{'frames':>7}" + "".join(f"{label:>10}" for _, _, label in SUMMARY)]
+        rows = [[r.get(task, {}).get(key, np.nan) for task, key, _ in SUMMARY] for r in sources]
+        for r, row in zip(sources, rows):
+            lines.append(f"{r['dataset']:<22}{r['frames']:>7}" + "".join(f"{v:10.4f}" for v in row))
+        lines.append(f"{'mean':<22}{'':>7}" + "".join(f"{v:10.4f}" for v in np.nanmean(rows, axis=0)))
     return "\n".join(lines)
 
 

@@ -5,13 +5,16 @@
 * Depth (Eigen et al. 2014, as BTS/AdaBins ``compute_errors``): per frame over GT within
   ``(min_depth, max_depth)`` with the prediction clamped to that range, then averaged over frames:
   RMSE, AbsRel, log10, delta < 1.25^k. Also the per-frame scale ``median(pred / gt)`` whose std over
-  frames tells whether the depth is scale-consistent (what RGB-D tracking needs).
+  a sequence's frames tells whether the depth is scale-consistent (what RGB-D tracking needs).
 * Normals: angular error in degrees over all valid pixels of all frames (MTI-Net ``eval_normals``):
   mean, median, % within 11.25 / 22.5 / 30 deg.
 * Edges: an ODS-like F-score: one threshold for the whole set chosen from fixed thresholds; a
   predicted edge pixel counts as correct when a GT edge lies within a tolerance (disk dilation), and a
   GT pixel as recalled when a predicted edge lies within it. This is NOT the official SEISM/BSDS
   benchmark (no thinning, no one-to-one matching), so its numbers read higher than published odsF.
+
+Each meter's ``merge`` adds another's frames, so that several sequences make one test set: the NYUDv2 protocol
+pools one confusion matrix over the whole set, not a mean of per-scene mIoUs.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ class SegmentationMeter:
         self.confusion += np.bincount(gt * self.num_classes + pred,
                                       minlength=self.num_classes ** 2).reshape(self.num_classes, self.num_classes)
 
+    def merge(self, other: "SegmentationMeter") -> None:
+        self.confusion += other.confusion
+
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for classes absent from both GT and prediction."""
         tp = np.diag(self.confusion).astype(np.float64)
@@ -52,9 +58,13 @@ class SegmentationMeter:
 
 
 class DepthMeter:
+    """Frames of one sequence; after ``merge`` the scale std is taken within each sequence and averaged over them
+    (frame-to-frame consistency, not the spread between scenes)."""
+
     def __init__(self, min_depth: float, max_depth: float):
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
         self.rows: list[tuple[float, ...]] = []
+        self.sequence: list[int] = []  # per row
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         gt = np.asarray(gt, np.float64)
@@ -71,16 +81,23 @@ class DepthMeter:
             *(float(np.mean(ratio < 1.25 ** k)) for k in (1, 2, 3)),
             float(np.median(p / g)),
         ))
+        self.sequence.append(0)
+
+    def merge(self, other: "DepthMeter") -> None:
+        first = max(self.sequence, default=-1) + 1
+        self.rows += other.rows
+        self.sequence += [first + k for k in other.sequence]
 
     def result(self) -> dict:
         if not self.rows:
             return {}
         a = np.asarray(self.rows)
         mean = a.mean(0)
-        scales = a[:, 6]
+        scales, sequence = a[:, 6], np.asarray(self.sequence)
+        std = np.mean([scales[sequence == k].std() for k in np.unique(sequence)])
         return {"rmse": float(mean[0]), "abs_rel": float(mean[1]), "log10": float(mean[2]),
                 "delta1": float(mean[3]), "delta2": float(mean[4]), "delta3": float(mean[5]),
-                "scale_median_mean": float(scales.mean()), "scale_median_std": float(scales.std()),
+                "scale_median_mean": float(scales.mean()), "scale_median_std": float(std),
                 "frames": len(self.rows)}
 
 
@@ -104,6 +121,10 @@ class NormalsMeter:
         err = np.degrees(np.arccos(np.clip((g * p).sum(1), -1.0, 1.0)))
         self.sum += float(err.sum())
         self.hist += np.bincount(np.round(err / self.BIN).astype(np.int64), minlength=self.hist.size)
+
+    def merge(self, other: "NormalsMeter") -> None:
+        self.hist += other.hist
+        self.sum += other.sum
 
     def result(self) -> dict:
         n = self.hist.sum()
@@ -140,6 +161,9 @@ class EdgeMeter:
             pred = np.asarray(prob) >= t
             pred_near = cv2.dilate(pred.astype(np.uint8), kernel) > 0
             self.counts[i] += (int((pred & gt_near).sum()), int(pred.sum()), int((gt & pred_near).sum()), n_gt)
+
+    def merge(self, other: "EdgeMeter") -> None:
+        self.counts += other.counts  # rows are thresholds: both meters must use the same ones
 
     def result(self) -> dict:
         c = self.counts.astype(np.float64)

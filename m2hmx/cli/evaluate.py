@@ -1,4 +1,4 @@
-"""``m2hmx-eval --checkpoint CKPT --dataset SPEC [--json OUT] [--grid PNG]``: multi-task metrics."""
+"""``m2hmx-eval --checkpoint CKPT --dataset SPEC [SPEC ...] [--json OUT] [--grid PNG]``: multi-task metrics."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="m2hmx-eval", description="Evaluate a checkpoint on a dataset (NYUDv2 protocol: mIoU, pixel acc, "
         "depth RMSE/AbsRel/delta, normal angles, ODS-like edge F, per-frame depth scale consistency)")
     parser.add_argument("--checkpoint", required=True, help="model .safetensors (e.g. assets/m2hmx-demo.safetensors)")
-    parser.add_argument("--dataset", required=True,
-                        help="source spec for m2hmx.data.sources.open_source (scene folder, .sens, NYUDv2 .mat, ...)")
+    parser.add_argument("--dataset", required=True, nargs="+",
+                        help="source specs for m2hmx.data.sources.open_source (scene folder, .sens, NYUDv2 .mat, "
+                        "synthetic:SEED, ...); several are evaluated as one test set, e.g. synthetic:{100000..100019}")
     parser.add_argument("--data-root", default=None, help="root for short specs like scannet/scene0011")
-    parser.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames")
+    parser.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames of each")
     parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
     parser.add_argument("--min-depth", type=float, default=None, help="depth range (default: the model's)")
     parser.add_argument("--max-depth", type=float, default=None)
@@ -31,11 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from m2hmx.evaluate import EvalError, evaluate, format_report, write_json
     from m2hmx.predictor import Predictor
 
+    sources = []
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
         config = predictor.model.config
-        source = open_source(args.dataset, args.data_root)
-        results = evaluate(predictor, source,
+        for spec in args.dataset:
+            sources.append(open_source(spec, args.data_root))
+        results = evaluate(predictor, sources,
                            args.min_depth if args.min_depth is not None else config.min_depth,
                            args.max_depth if args.max_depth is not None else config.max_depth,
                            max_frames=args.max_frames, stride=args.stride, grid_path=args.grid,
@@ -43,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetError, EvalError) as exc:
         print(f"m2hmx-eval: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for source in sources:
+            source.close()
     results["checkpoint"] = args.checkpoint
     print(format_report(results))
     if args.json:
         write_json(results, args.json)
-    source.close()
     return 0
 
 

@@ -33,7 +33,7 @@ def source():
 
 def test_perfect_predictions_score_perfectly(source, tmp_path):
     grid = tmp_path / "grid.png"
-    r = evaluate(KnownErrorPredictor(source), source, 0.1, 10.0, grid_path=grid, progress=False)
+    r = evaluate(KnownErrorPredictor(source), [source], 0.1, 10.0, grid_path=grid, progress=False)
     assert r["frames"] == 3
     assert r["semseg"]["miou"] == pytest.approx(1.0) and r["semseg"]["pixel_acc"] == pytest.approx(1.0)
     assert r["depth"]["abs_rel"] == pytest.approx(0.0) and r["depth"]["delta1"] == 1.0
@@ -47,7 +47,7 @@ def test_perfect_predictions_score_perfectly(source, tmp_path):
 
 
 def test_scaled_depth_shows_in_absrel_and_scale(source):
-    r = evaluate(KnownErrorPredictor(source, depth_scale=1.1), source, 0.1, 10.0, max_frames=2, progress=False)
+    r = evaluate(KnownErrorPredictor(source, depth_scale=1.1), [source], 0.1, 10.0, max_frames=2, progress=False)
     assert r["frames"] == 2
     assert r["depth"]["abs_rel"] == pytest.approx(0.1, abs=2e-3)  # clamping at 10 m barely matters here
     assert r["depth"]["scale_median_mean"] == pytest.approx(1.1, abs=1e-3)
@@ -56,4 +56,17 @@ def test_scaled_depth_shows_in_absrel_and_scale(source):
 
 def test_label_space_mismatch_is_one_line_error(source):
     with pytest.raises(EvalError, match="label space"):
-        evaluate(KnownErrorPredictor(source, space="nyu40"), source, 0.1, 10.0, progress=False)
+        evaluate(KnownErrorPredictor(source, space="nyu40"), [source], 0.1, 10.0, progress=False)
+
+
+def test_several_sources_are_one_test_set_with_each_one_reported(source):
+    other = SyntheticSource(seed=8, frames=2, height=48, width=64)
+    predictor = KnownErrorPredictor(source, depth_scale=1.1)
+    predictor.frames.update({f.rgb.tobytes(): f for f in other})
+    r = evaluate(predictor, [source, other], 0.1, 10.0, progress=False)
+    assert r["frames"] == 5 and [s["frames"] for s in r["per_source"]] == [3, 2]
+    assert [s["dataset"] for s in r["per_source"]] == [source.name, other.name]
+    assert r["semseg"]["miou"] == pytest.approx(1.0)
+    assert r["depth"]["scale_median_mean"] == pytest.approx(1.1, abs=1e-3)
+    text = format_report(r)
+    assert "2 datasets as one test set" in text and other.name in text

@@ -38,6 +38,39 @@ def test_depth_errors_per_frame_then_averaged_and_scale():
     assert r["scale_median_std"] == pytest.approx(0.25)
 
 
+def test_merged_meters_pool_the_confusion_and_keep_the_scale_std_within_each_sequence():
+    a, b = metrics.SegmentationMeter(num_classes=3), metrics.SegmentationMeter(num_classes=3)
+    a.update(np.array([0, 0, 0, 2]), np.array([0, 0, 0, 0]))  # one pixel of an absent class 2
+    b.update(np.array([0, 2, 2, 2]), np.array([0, 2, 2, 2]))
+    assert a.result()["miou"] == pytest.approx((3 / 4 + 0) / 2)  # class 2 scores 0 in a scene without it
+    assert b.result()["miou"] == pytest.approx(1.0)
+    a.merge(b)
+    assert a.confusion.tolist() == [[4, 0, 1], [0, 0, 0], [0, 0, 3]]
+    assert a.result()["miou"] == pytest.approx((4 / 5 + 3 / 4) / 2)  # 0.775, not the scenes' mean 0.6875
+
+    s, t = metrics.DepthMeter(0.1, 10.0), metrics.DepthMeter(0.1, 10.0)
+    for scale in (1.0, 1.2):
+        s.update(np.array([scale]), np.array([1.0]))
+    for _ in range(2):
+        t.update(np.array([2.0]), np.array([1.0]))
+    s.merge(t)
+    r = s.result()
+    assert r["frames"] == 4 and r["scale_median_mean"] == pytest.approx(1.55)
+    assert r["scale_median_std"] == pytest.approx((0.1 + 0.0) / 2)  # not the std of all four (0.46)
+
+    n, m = metrics.NormalsMeter(), metrics.NormalsMeter()
+    n.update(np.array([[0, 0, -1.0]]), np.array([[0, 0, -1.0]]))
+    m.update(np.array([[1.0, 0, 0]]), np.array([[0, 0, -1.0]]))
+    n.merge(m)
+    assert n.result()["mean"] == pytest.approx(45.0, abs=1e-3)
+
+    e, f = (metrics.EdgeMeter(thresholds=np.array([0.5]), tolerance=0) for _ in range(2))
+    e.update(np.array([[1.0, 0.0]]), np.array([[1, 0]]))  # P 1, R 1
+    f.update(np.array([[1.0, 1.0]]), np.array([[0, 1]]))  # P 1/2, R 1
+    e.merge(f)
+    assert e.result()["precision"] == pytest.approx(2 / 3) and e.result()["recall"] == pytest.approx(1.0)
+
+
 def test_depth_prediction_clamped_to_range():
     m = metrics.DepthMeter(0.5, 10.0)
     m.update(np.array([-3.0]), np.array([1.0]))
