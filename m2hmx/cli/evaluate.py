@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-depth", type=float, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--grid", default=None, help="write a PNG of input / prediction / ground truth here")
+    parser.add_argument("--grid", default=None,
+                        help="write a PNG of input / prediction / ground truth here (frames of the first dataset)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
