@@ -27,9 +27,21 @@ def test_bundled_model_reproduces_model_card_numbers(tmp_path, capsys):
     assert WEIGHTS.stat().st_size <= 25 * 2 ** 20
 
 
+def test_eval_pools_several_datasets_into_one_test_set(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert eval_main(["--checkpoint", str(WEIGHTS), "--dataset", "synthetic:100000", "synthetic:100001",
+                      "--stride", "100", "--json", str(out), "--no-progress"]) == 0
+    assert "2 datasets as one test set" in capsys.readouterr().out
+    got = json.loads(out.read_text())
+    assert got["frames"] == 6 and [r["frames"] for r in got["per_source"]] == [3, 3]
+    ious = [r["semseg"]["miou"] for r in got["per_source"]]
+    assert got["semseg"]["miou"] > sum(ious) / 2 + 0.03  # pooled (0.667 here), not the two rooms' mean (0.593)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--checkpoint", "no/such.safetensors", "--dataset", "synthetic:1"], "no such checkpoint"),
     (["--checkpoint", str(WEIGHTS), "--dataset", "no/such/folder"], "no/such/folder"),
+    (["--checkpoint", str(WEIGHTS), "--dataset", "synthetic:1", "no/such/folder"], "no/such/folder"),
 ])
 def test_eval_bad_input_is_one_line(args, message, capsys):
     assert eval_main(args + ["--no-progress"]) == 2
