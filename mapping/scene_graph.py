@@ -145,11 +145,13 @@ def extract_objects(vertices: np.ndarray, triangles: np.ndarray, classes: np.nda
     corners = vertices[triangles[inside]]
     tri_area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     area = np.bincount(tri_piece[inside], weights=tri_area, minlength=n)
-    for p in np.flatnonzero(area >= min_area):
-        member = piece == p
-        points, cid = vertices[member], int(classes[member][0])
+    pieces = [(int(classes[piece == p][0]), vertices[piece == p]) for p in np.flatnonzero(area >= min_area)]
+    # Piece numbers follow the mesh's vertex order, which Open3D's parallel extraction changes from one call to
+    # the next: number the objects by class and corner instead, so that a node keeps its id between snapshots.
+    pieces.sort(key=lambda item: (item[0], *np.round(item[1].min(0), 3)))
+    for cid, points in pieces:
         objects.append(ObjectNode(len(objects), cid, label_space.names[cid], points.mean(0).tolist(),
-                                  points.min(0).tolist(), points.max(0).tolist(), int(member.sum())))
+                                  points.min(0).tolist(), points.max(0).tolist(), len(points)))
     return objects
 
 

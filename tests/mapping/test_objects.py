@@ -67,6 +67,15 @@ def test_objects_are_connected_mesh_pieces_of_one_class_above_the_minimum_area()
     assert chair.num_points == 26 * 26 and np.allclose(chair.centroid, [2.25, 0.25, 0])
     assert extract_objects(vertices, triangles, labels, LABELS, min_area=1.0) == []
     assert extract_objects(vertices, triangles, np.full(len(vertices), WALL, np.uint8), LABELS) == []
+    # Ids follow class and position, not the mesh's vertex order (which Open3D changes between extractions).
+    assert [(o.id, o.name, o.bbox_min[0]) for o in objects] == [(0, "chair", 0.0), (1, "chair", 2.0),
+                                                                (2, "table", pytest.approx(0.22))]
+    shuffle = np.random.default_rng(0).permutation(len(vertices))
+    where = np.argsort(shuffle)  # old vertex index -> new
+    again = extract_objects(vertices[shuffle], where[triangles], labels[shuffle], LABELS)
+    key = [(o.id, o.class_id, o.bbox_min, o.bbox_max, o.num_points) for o in objects]
+    assert [(o.id, o.class_id, o.bbox_min, o.bbox_max, o.num_points) for o in again] == key
+    assert np.allclose([o.centroid for o in again], [o.centroid for o in objects])
 
 
 def test_visible_objects_are_the_seen_parts_of_the_rooms_objects():
