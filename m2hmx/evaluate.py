@@ -84,8 +84,9 @@ def _results(name: str, frames: int, meters: dict, space) -> dict:
         results["semseg"] = meters["semseg"].result()
         results["class_names"] = list(space.names)
     for task in ("depth", "normals", "edge"):
-        if task in meters and meters[task].result():
-            results[task] = meters[task].result()
+        result = meters[task].result() if task in meters else {}
+        if result:
+            results[task] = result
     return results
 
 

@@ -145,7 +145,10 @@ def extract_objects(vertices: np.ndarray, triangles: np.ndarray, classes: np.nda
     corners = vertices[triangles[inside]]
     tri_area = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     area = np.bincount(tri_piece[inside], weights=tri_area, minlength=n)
-    pieces = [(int(classes[piece == p][0]), vertices[piece == p]) for p in np.flatnonzero(area >= min_area)]
+    pieces = []
+    for p in np.flatnonzero(area >= min_area):
+        member = piece == p
+        pieces.append((int(classes[member][0]), vertices[member]))
     # Piece numbers follow the mesh's vertex order, which Open3D's parallel extraction changes from one call to
     # the next: number the objects by class and corner instead, so that a node keeps its id between snapshots.
     pieces.sort(key=lambda item: (item[0], *np.round(item[1].min(0), 3)))
