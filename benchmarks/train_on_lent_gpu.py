@@ -1,4 +1,4 @@
-"""Train the demo model on a GPU within a fixed wall-clock budget (how stages 8-11 and 13 were trained on lent GPUs).
+"""Train the demo model on a GPU within a fixed wall-clock budget (how stages 8-11, 13 and 14 were trained).
 
 Renders as many generated training rooms as fit in ``--render-s`` (a first chunk of ``--probe`` rooms, then chunks
 sized by the rate of the chunk before, which includes starting the rendering processes: the last chunks fill the
