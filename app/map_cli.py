@@ -52,7 +52,7 @@ def _run(args) -> int:
     from m2hmx.labels import load_label_space
     from mapping.bridge import MappingBridge, MappingConfig
     from mapping.scene_graph import score_objects
-    from mapping.trajectory import TrajectoryError, ate_rmse
+    from mapping.trajectory import TrajectoryError, ate_rmse, ate_with_scale, rpe_rmse
 
     if args.stride < 1:
         raise ValueError("--stride must be >= 1")
@@ -91,21 +91,30 @@ def _run(args) -> int:
         "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,
         "mean_ms": {k: 1000 * v / n for k, v in bridge.timing_totals.items()},
         "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,
+        "ate_sim3_rmse_m": None, "ate_sim3_scale": None, "rpe_1s_trans_m": None, "rpe_1s_rot_deg": None,
     }
     if run["gt"] is not None and run["frames"] >= 3:
+        gt, est = run["gt"], bridge.trajectory()
         try:
-            metrics["ate_rmse_m"] = ate_rmse(run["gt"], bridge.trajectory(), max_diff=0.02)
+            metrics["ate_rmse_m"] = ate_rmse(gt, est, max_diff=0.02)
+            metrics["ate_sim3_rmse_m"], metrics["ate_sim3_scale"] = ate_with_scale(gt, est, max_diff=0.02)
         except TrajectoryError as exc:
             metrics["ate_error"] = str(exc)
+        try:
+            metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = rpe_rmse(gt, est, delta_s=1.0, max_diff=0.02)
+        except TrajectoryError:  # under a second of poses: the RPE stays None
+            pass
     if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
         truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
         metrics["objects"] = score_objects(snapshot.objects, truth)
     from mapping.export import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    ate, objects = metrics["ate_rmse_m"], metrics.get("objects")
+    ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
     print(f"{run['frames']} frames, {run['failures']} tracking failures"
-          + (f", ATE RMSE {ate * 100:.2f} cm" if ate is not None else "")
+          + (f", ATE RMSE {ate * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale "
+             f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")
+          + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
              if objects else "") + f"; wrote {len(written) + 1} files to {out}")
     if run["error"]:

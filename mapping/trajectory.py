@@ -1,10 +1,12 @@
-"""Trajectories: TUM files, Hydra's CSV, and the absolute trajectory error (ATE).
+"""Trajectories: TUM files, Hydra's CSV, and the trajectory errors (ATE, RPE).
 
 Poses are camera-to-world 4x4 matrices; timestamps are seconds. The ATE follows the TUM benchmark and
 ``evo_ape tum GT EST -a``: associate timestamps (nearest, within ``max_diff``), align the estimate to
 the ground truth with Umeyama's closed form (S. Umeyama, "Least-squares estimation of transformation
-parameters between two point patterns", PAMI 1991; SE(3), or Sim(3) with ``with_scale``), then take the
-RMSE of the translational differences.
+parameters between two point patterns", PAMI 1991; SE(3), or Sim(3) in ``ate_with_scale`` as
+``evo_ape -as``), then take the RMSE of the translational differences. The RPE is the TUM benchmark's drift
+measure (Sturm et al., "A Benchmark for the Evaluation of RGB-D SLAM Systems", IROS 2012): the error of the
+estimated motion over ``delta_s`` seconds, whatever the alignment.
 """
 from __future__ import annotations
 
@@ -118,15 +120,49 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> tuple
     return rot, mu_d - scale * rot @ mu_s, scale
 
 
-def ate_rmse(gt: tuple[np.ndarray, np.ndarray], est: tuple[np.ndarray, np.ndarray],
-             max_diff: float = 0.01, with_scale: bool = False) -> float:
-    """ATE RMSE (m) of ``est`` against ``gt``, each a (timestamps, poses (N,4,4)) pair; SE(3) alignment."""
+def _associated(gt: tuple[np.ndarray, np.ndarray], est: tuple[np.ndarray, np.ndarray],
+                max_diff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(timestamps, gt poses, estimated poses) of the associated pairs, in time order."""
     (t_gt, p_gt), (t_est, p_est) = gt, est
     i_gt, i_est = associate(t_gt, t_est, max_diff)
     if len(i_gt) < 3:
         raise TrajectoryError(f"only {len(i_gt)} poses associate within {max_diff} s: cannot align trajectories")
-    a = np.asarray(p_est)[i_est, :3, 3]
-    b = np.asarray(p_gt)[i_gt, :3, 3]
+    order = np.argsort(np.asarray(t_gt)[i_gt], kind="stable")
+    i_gt, i_est = i_gt[order], i_est[order]
+    return np.asarray(t_gt)[i_gt], np.asarray(p_gt)[i_gt], np.asarray(p_est)[i_est]
+
+
+def ate_rmse(gt: tuple[np.ndarray, np.ndarray], est: tuple[np.ndarray, np.ndarray], max_diff: float = 0.01) -> float:
+    """ATE RMSE (m) of ``est`` against ``gt``, each a (timestamps, poses (N,4,4)) pair; SE(3) alignment."""
+    return _ate(gt, est, max_diff, False)[0]
+
+
+def ate_with_scale(gt: tuple[np.ndarray, np.ndarray], est: tuple[np.ndarray, np.ndarray],
+                   max_diff: float = 0.01) -> tuple[float, float]:
+    """(ATE RMSE (m) after a Sim(3) alignment, the scale that alignment applies to ``est``)."""
+    return _ate(gt, est, max_diff, True)
+
+
+def _ate(gt, est, max_diff: float, with_scale: bool) -> tuple[float, float]:
+    _, p_gt, p_est = _associated(gt, est, max_diff)
+    a, b = p_est[:, :3, 3], p_gt[:, :3, 3]
     rot, trans, scale = umeyama(a, b, with_scale)
     err = b - (scale * a @ rot.T + trans)
-    return float(np.sqrt((err ** 2).sum(1).mean()))
+    return float(np.sqrt((err ** 2).sum(1).mean())), scale
+
+
+def rpe_rmse(gt: tuple[np.ndarray, np.ndarray], est: tuple[np.ndarray, np.ndarray], delta_s: float = 1.0,
+             max_diff: float = 0.01) -> tuple[float, float]:
+    """RPE over ``delta_s`` seconds: RMSE of the translational (m) and rotational (deg) error of the estimated
+    motion ``inv(P_i) P_j`` against the true one, over every associated pose i and the first j at least
+    ``delta_s`` later."""
+    t, q, p = _associated(gt, est, max_diff)
+    j = np.searchsorted(t, t + delta_s - 1e-9)
+    i = np.flatnonzero(j < len(t))
+    if len(i) == 0:
+        raise TrajectoryError(f"the trajectories span less than {delta_s} s: no relative pose error")
+    j = j[i]
+    err = np.linalg.inv(np.linalg.inv(q[i]) @ q[j]) @ (np.linalg.inv(p[i]) @ p[j])
+    trans = np.linalg.norm(err[:, :3, 3], axis=1)
+    rot = np.degrees(Rotation.from_matrix(err[:, :3, :3]).magnitude())
+    return float(np.sqrt((trans ** 2).mean())), float(np.sqrt((rot ** 2).mean()))

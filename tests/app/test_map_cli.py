@@ -17,8 +17,13 @@ def test_map_command_tracks_a_generated_room_and_writes_exports_and_metrics(tmp_
         {"true_objects": 6, "matched": 6, "nodes": 6}
     for name in ("mesh.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv", "dsg.json"):
         assert (out / name).stat().st_size > 0, name
+    # 20 frames are 0.63 s: a Sim(3) ATE (an exact-depth map keeps its scale) but no RPE over 1 s.
+    assert metrics["ate_sim3_rmse_m"] <= metrics["ate_rmse_m"] and abs(metrics["ate_sim3_scale"] - 1) < 0.05
+    assert metrics["rpe_1s_trans_m"] is None and metrics["rpe_1s_rot_deg"] is None
     printed = capsys.readouterr().out
-    assert f"ATE RMSE {metrics['ate_rmse_m'] * 100:.2f} cm" in printed and "objects 6 of 6 found by 6 nodes" in printed
+    assert f"ATE RMSE {metrics['ate_rmse_m'] * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale " \
+        f"{metrics['ate_sim3_scale']:.3f})" in printed and "RPE" not in printed
+    assert "objects 6 of 6 found by 6 nodes" in printed
 
 
 def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_path):
