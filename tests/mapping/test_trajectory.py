@@ -1,7 +1,6 @@
 import numpy as np
-from scipy.spatial.transform import Rotation
-
 import pytest
+from scipy.spatial.transform import Rotation
 
 from mapping.trajectory import (TrajectoryError, ate_rmse, ate_with_scale, read_hydra_csv, read_tum, rpe_rmse,
                                write_hydra_csv, write_tum)
