@@ -1,7 +1,7 @@
 """DINOv3 ViT backbone (HF ``transformers``), weight loading (HF folder or Meta ``.pth``) and LoRA (``peft``).
 
 The forward returns the raw (un-normed) outputs of the selected blocks and the register tokens of the last
-one, as the authors' model does (m2hmx-model.md section 3: the equivalent of DINOv3's
+one, as the authors' model does (docs/design/network.md section 3: the equivalent of DINOv3's
 ``get_intermediate_layers(n=..., norm=False, return_extra_tokens=True)``).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Network configuration: ``M2HMXConfig`` and the named presets (torch-free).
 
-Values follow docs m2hmx-model.md (sections 2, 4, 11, 12): the paper's M2H-MX-L (DINOv3 ViT-L/16, decoder
+Values follow docs/design/network.md (sections 2, 4, 11, 12): the paper's M2H-MX-L (DINOv3 ViT-L/16, decoder
 width 256, Mamba d_state 32, 64 depth bins over [0.1, 10] m, LoRA r 16 / alpha 32 / dropout 0.05 on the QKV
 and MLP projections of the last half of the blocks). M2H-MX-B and -S change only the backbone.
 """
@@ -52,7 +52,7 @@ class LoRAConfig:
 
     ``style``: "paper" = q/k/v + MLP (up/down) projections of the last half of the blocks, norms frozen
     (paper section III-A1); "released" = q/k/v of every block and every backbone LayerNorm trainable (what
-    the authors' released code does, m2hmx-model.md section 4); "none" = no adapters.
+    the authors' released code does, network.md section 4); "none" = no adapters.
     """
 
     style: str = "paper"

@@ -1,6 +1,6 @@
 """Hierarchical Feature Adapter (HFA), register vector and the register-gated Mamba decoder.
 
-m2hmx-model.md sections 5 and 6 (the authors' ``HFA_Adapter_V3`` / ``RegisterGatedMambaBlock`` /
+docs/design/network.md sections 5 and 6 (the authors' ``HFA_Adapter_V3`` / ``RegisterGatedMambaBlock`` /
 ``HMX_Decoder``). Pyramid levels are resized to each level's own size (never assumed to be exactly 2x),
 so any input that is a multiple of 16 works.
 """

@@ -1,6 +1,6 @@
 """Task heads: multi-scale fusion, Cross-Task Mixing (CTM), MSCA, adaptive-bin depth, edge, normals, semseg.
 
-m2hmx-model.md section 7 (the authors' ``heads.py``: ``_BaseHead``, ``CrossTaskMixer``, ``MSCABlock``,
+docs/design/network.md section 7 (the authors' ``heads.py``: ``_BaseHead``, ``CrossTaskMixer``, ``MSCABlock``,
 ``BinDepthHead``, ``EdgeHead``, ``NormalsHead``, ``SimpleSegmentationHead``); the SegNeXt MSCA variant after
 Visual-Attention-Network/SegNeXt ``mmseg/models/backbones/mscan.py::AttentionModule``; the adaptive bins
 after AdaBins (Bhat et al. 2021) with softmax widths.

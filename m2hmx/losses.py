@@ -1,4 +1,4 @@
-"""Training losses of M2H-MX (design: shared/design/m2hmx-model.md section 9).
+"""Training losses of M2H-MX (design: docs/design/network.md section 9).
 
 The released M2H-MX code fixes which terms exist and their weights (``compute_losses`` in
 BavanthaU/mono-hydra-pp ``m2h_hmx_v3/model.py``); the loss classes themselves are not public, so each

@@ -1,6 +1,6 @@
 """M2H-MX: DINOv3 ViT (+LoRA) -> HFA -> register-gated Mamba decoder -> asymmetric CTM/MSCA task heads.
 
-Execution order (m2hmx-model.md section 7.8): depth (pure source) -> edge -> normals -> semseg (the last
+Execution order (docs/design/network.md section 7.8): depth (pure source) -> edge -> normals -> semseg (the last
 sink, seeing every refined geometric feature). Absent tasks are skipped; each head mixes the features of
 all other configured tasks (raw decoder features until that task's head has run).
 """

@@ -47,7 +47,7 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         delta = F.softplus(delta)
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    # unbind once: indexing x[:, :, t] inside the loop gives a backward quadratic in L (design/stack.md).
+    # unbind once: indexing x[:, :, t] inside the loop gives a backward quadratic in L (docs/design/stack.md).
     for d_t, u_t, b_t, c_t in zip(delta.unbind(2), u.unbind(2), B.unbind(2), C.unbind(2)):
         h = torch.exp(d_t[:, :, None] * A) * h + (d_t * u_t)[:, :, None] * b_t[:, None, :]
         ys.append((h * c_t[:, None, :]).sum(-1))

@@ -5,7 +5,7 @@ A recipe is a YAML file (``m2hmx/configs/<name>.yaml``) with the sections of ``D
 data order of every step and each item's augmentation are derived from ``(seed, step, slot)``, and a
 checkpoint (``<out_dir>/last.pt``) holds model, loss (log-variances), optimizer, scheduler, step and
 RNG states, so a resumed run continues bit-identically. ``torchrun --nproc_per_node N`` runs it with
-DistributedDataParallel (NCCL on CUDA, gloo on CPU). Recipe from m2hmx-model.md section 10.
+DistributedDataParallel (NCCL on CUDA, gloo on CPU). Recipe: docs/design/network.md section 10.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The perception-to-mapping interface: one validated frame record, as a Hydra-style backend consumes it.
 
-Conventions (see design/formats.md, "Hydra's input contract"): ``rgb`` uint8 (H,W,3); ``depth`` float32
+Conventions (see docs/design/formats.md, "Hydra's input contract"): ``rgb`` uint8 (H,W,3); ``depth`` float32
 metres, 0 = invalid (uint16 millimetres are converted); ``labels`` (H,W) integer class ids of the map's
 label space, 255 = unlabelled; ``confidence`` (H,W) float32 in [0,1] (the network's max class
 probability), optional; ``K`` 3x3 pinhole matrix; ``pose_prior`` camera-to-world 4x4 (OpenCV axes), optional.

@@ -70,7 +70,7 @@ print(json.dumps(report))
 def import_report(target: str, forbidden) -> dict:
     """Import ``target`` (every module, if a package) in a fresh interpreter and report what it loaded."""
     run = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT), target, json.dumps(sorted(forbidden))],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"importing {target} crashed the interpreter: {run.stderr.strip()[-2000:]}"
     return json.loads(run.stdout.strip().splitlines()[-1])
 

@@ -1,4 +1,4 @@
-"""Test-only writers for small .sens files (the layout in shared/design/formats.md)."""
+"""Test-only writers for small .sens files (the layout in docs/design/formats.md)."""
 from __future__ import annotations
 
 import struct

@@ -114,7 +114,7 @@ def test_parameter_counts_match_table_iii(preset, tasks, paper_m):
 
 
 def test_module_parameter_counts_match_spec():
-    """m2hmx-model.md section 11 (ViT-L, 4 heads): HFA 5.45 M, decoder 12.48 M, heads 7.42/7.59/7.36/7.45 M."""
+    """docs/design/network.md section 11 (ViT-L, 4 heads): HFA 5.45 M, decoder 12.48 M, heads 7.42/7.59/7.36/7.45 M."""
     with torch.device("meta"):
         model = build_model("m2hmx-l")
     count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731

@@ -6,7 +6,7 @@ import torch
 
 from m2hmx.ssm import Mamba
 
-# mamba_ssm.modules.mamba_simple.Mamba(d_model=256, d_state=32) (design/m2hmx-model.md section 6).
+# mamba_ssm.modules.mamba_simple.Mamba(d_model=256, d_state=32) (docs/design/network.md section 6).
 MAMBA_SSM_256_32 = {
     "in_proj.weight": (1024, 256),
     "conv1d.weight": (512, 1, 4),

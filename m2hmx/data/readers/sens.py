@@ -1,4 +1,4 @@
-"""ScanNet ``.sens`` files read directly (layout in shared/design/formats.md).
+"""ScanNet ``.sens`` files read directly (layout in docs/design/formats.md).
 
 Versions 3 and 4 (4 adds an IMU trailer, which is not needed here); colour raw / png / jpeg, depth
 raw_ushort / zlib_ushort (occi_ushort is proprietary: reported as unsupported). Colour is registered
