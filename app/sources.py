@@ -83,7 +83,7 @@ def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
     return Frame(rgb=cv2.resize(frame.rgb, (w, h), interpolation=interp), K=K, timestamp=frame.timestamp,
                  index=frame.index, depth=nearest(frame.depth), labels=nearest(frame.labels), pose=frame.pose,
-                 normals=nearest(frame.normals), edges=nearest(frame.edges))
+                 normals=nearest(frame.normals), edges=nearest(frame.edges), imu=frame.imu)
 
 
 class CameraSource:
@@ -203,7 +203,7 @@ class RealSenseSource:
 
 class BackAndForth:
     """Cycles a finite source forwards then backwards (a camera walking to and fro in a finite room, with no
-    jump at the turns) for ``total`` frames; timestamps keep increasing. For soak runs."""
+    jump at the turns) for ``total`` frames; timestamps keep increasing. For soak runs. Frames carry no IMU."""
 
     live = False
 
@@ -222,6 +222,7 @@ class BackAndForth:
             j = k % period
             frame = self.source[j if j < n else period - j]
             frame.timestamp, frame.index = k / self.fps, k
+            frame.imu = None  # played backwards and re-timed: the recorded motion no longer matches
             yield frame
 
     def close(self) -> None:
