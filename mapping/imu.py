@@ -121,6 +121,14 @@ class ImuSamples:
                           np.concatenate([self.accel, other.accel]), self.body_T_cam)
 
 
+def carry_over(dropped, kept):
+    """``kept``'s IMU samples preceded by those of a frame ``dropped`` before it was used (None stays None), so that
+    a live pipeline that skips a stale frame loses none of the motion in between."""
+    if dropped is None or kept is None or len(dropped) == 0:
+        return kept
+    return dropped.concat(kept)
+
+
 def find_gap(t: np.ndarray, max_gap: float = MAX_GAP_S) -> int | None:
     """Index of the first sample that follows a pause longer than ``max_gap`` seconds (samples missing), or None."""
     gaps = np.flatnonzero(np.diff(t) > max_gap)

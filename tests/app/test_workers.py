@@ -4,8 +4,10 @@ import time
 
 import numpy as np
 
-from app.workers import LatestSlot, normals_to_rgb, overlay_labels
+from app.workers import Captured, LatestSlot, normals_to_rgb, overlay_labels
+from m2hmx.data import Frame
 from m2hmx.labels import load_label_space
+from mapping.imu import ImuSamples
 
 
 def test_latest_slot_keeps_the_newest_and_counts_drops():
@@ -14,6 +16,23 @@ def test_latest_slot_keeps_the_newest_and_counts_drops():
         slot.put(i)
     assert slot.get() == 4 and slot.dropped == 4
     assert slot.get() is None and slot.empty()
+
+
+def test_a_dropped_live_frame_hands_its_imu_samples_on():
+    def captured(k, generation=0):
+        t = (np.arange(6) + 6 * k + 1) / 180.0  # the samples since the previous frame
+        imu = ImuSamples(t, np.zeros((6, 3)), np.tile([0, -9.81, 0], (6, 1)))
+        return Captured(Frame(rgb=np.zeros((2, 2, 3), np.uint8), K=np.eye(3), timestamp=t[-1], imu=imu), 0.0, generation)
+
+    slot = LatestSlot()
+    for k in range(3):
+        slot.put(captured(k))
+    got = slot.get()
+    assert slot.dropped == 2 and len(got.frame.imu) == 18  # frames 0 and 1 dropped: their motion kept
+    assert np.allclose(np.diff(got.frame.imu.t), 1 / 180.0)
+    slot.put(captured(3))
+    slot.put(captured(4, generation=1))  # a restart in between: the old run's samples do not carry over
+    assert len(slot.get().frame.imu) == 6
 
 
 def test_latest_slot_blocking_put_waits_for_the_consumer():
