@@ -38,7 +38,8 @@ def errors(path, imu, integrate, frames: int) -> np.ndarray:
         state = gtsam.NavState(gtsam.Pose3(path.poses(np.array([t0]))[0]), path.positions(np.array([t0]), 1)[0])
         pose = integrate(imu, t0, t1, params).predict(state, gtsam.imuBias.ConstantBias()).pose()
         err = gtsam.Pose3(path.poses(np.array([t1]))[0]).between(pose)
-        out.append((np.linalg.norm(err.translation()) * 1e3, math.degrees(np.linalg.norm(gtsam.Rot3.Logmap(err.rotation())))))
+        angle = math.degrees(np.linalg.norm(gtsam.Rot3.Logmap(err.rotation())))
+        out.append((np.linalg.norm(err.translation()) * 1e3, angle))
     return np.array(out)
 
 

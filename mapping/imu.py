@@ -48,7 +48,8 @@ def first_violation(t: np.ndarray, gyro: np.ndarray, accel: np.ndarray) -> tuple
                          "(times must strictly increase)"))
     if len(fast):
         i = int(fast[0])
-        found.append((i, f"|gyro| = {g[i]:.1f} rad/s is beyond the plausible {MAX_GYRO:g} rad/s (deg/s given as rad/s?)"))
+        found.append((i, f"|gyro| = {g[i]:.1f} rad/s is beyond the plausible {MAX_GYRO:g} rad/s "
+                         "(deg/s given as rad/s?)"))
     if len(hard):
         i = int(hard[0])
         found.append((i, f"|accel| = {a[i]:.1f} m/s^2 is beyond the plausible {MAX_ACCEL:g} m/s^2 "

@@ -158,8 +158,8 @@ class IndexedSource:
         t = self.imu.t
         if i and (not len(t) or t[0] > prev + MAX_GAP_S or t[-1] < frame.timestamp - MAX_GAP_S):
             span = f"{t[0]:.3f}-{t[-1]:.3f} s" if len(t) else "no samples"
-            raise DatasetError(self.imu_path, f"IMU samples missing: frame {i} at {frame.timestamp:.3f} s needs samples "
-                                              f"from {prev:.3f} s, the IMU stream covers {span}")
+            raise DatasetError(self.imu_path, f"IMU samples missing: frame {i} at {frame.timestamp:.3f} s needs "
+                                              f"samples from {prev:.3f} s, the IMU stream covers {span}")
         frame.imu = self.imu.between(prev, frame.timestamp)
 
     def close(self) -> None:

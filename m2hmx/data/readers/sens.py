@@ -117,9 +117,9 @@ class SensFile(IndexedSource):
         (n,) = struct.unpack("<Q", count)
         if n == 0:
             return None
-        if pos + 8 + n * IMU_FRAME.itemsize > size:
-            raise DatasetError(path, f"truncated .sens: {n} IMU frames need bytes up to {pos + 8 + n * IMU_FRAME.itemsize} "
-                                     f"but the file is {size} bytes")
+        end = pos + 8 + n * IMU_FRAME.itemsize
+        if end > size:
+            raise DatasetError(path, f"truncated .sens: {n} IMU frames need bytes up to {end} but the file is {size} bytes")
         rec = np.frombuffer(os.pread(self._fh.fileno(), n * IMU_FRAME.itemsize, pos + 8), IMU_FRAME)
         t, gyro, acc = rec["timestamp"] * 1e-6, rec["rotation_rate"].astype(np.float64), rec["acceleration"]
         finite = np.isfinite(acc).all(1)
