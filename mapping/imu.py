@@ -130,6 +130,33 @@ def carry_over(dropped, kept):
     return dropped.concat(kept)
 
 
+def gyro_camera_rotation(samples: ImuSamples, times: np.ndarray, cam_rotations: np.ndarray,
+                         min_rate: float = 0.05, max_residual: float = 0.3) -> np.ndarray | None:
+    """The rotation R (3x3) that takes camera axes into IMU axes, from how the camera turned: the mean gyro over each
+    interval between consecutive frames (``times``, camera-to-world ``cam_rotations``) against the camera's own rate
+    there, fitted by least squares (Kabsch, scipy's ``align_vectors``) over intervals turning faster than
+    ``min_rate`` rad/s. None when fewer than 10 intervals turn that fast or the fit leaves more than
+    ``max_residual`` of the gyro's rms unexplained (too little motion, or IMU and poses disagree)."""
+    from scipy.spatial.transform import Rotation
+
+    gyro, cam = [], []
+    for (t0, R0), (t1, R1) in zip(zip(times, cam_rotations), zip(times[1:], cam_rotations[1:])):
+        if not 0 < t1 - t0 <= MAX_GAP_S or not ((samples.t > t0) & (samples.t <= t1)).any():
+            continue
+        w = Rotation.from_matrix(np.asarray(R0).T @ np.asarray(R1)).as_rotvec() / (t1 - t0)
+        if np.linalg.norm(w) > min_rate:  # the gyro's mean over [t0, t1]: trapezoids between the samples
+            cuts = np.concatenate([[t0], samples.t[(samples.t > t0) & (samples.t < t1)], [t1]])
+            g = np.column_stack([np.interp(cuts, samples.t, samples.gyro[:, k]) for k in range(3)])
+            gyro.append(((g[1:] + g[:-1]) / 2 * np.diff(cuts)[:, None]).sum(0) / (t1 - t0))
+            cam.append(w)
+    if len(gyro) < 10:
+        return None
+    gyro, cam = np.array(gyro), np.array(cam)
+    rot, _ = Rotation.align_vectors(gyro, cam)
+    residual = np.sqrt(np.mean(np.sum((gyro - rot.apply(cam)) ** 2, 1)) / np.mean(np.sum(gyro ** 2, 1)))
+    return rot.as_matrix() if residual <= max_residual else None
+
+
 def find_gap(t: np.ndarray, max_gap: float = MAX_GAP_S) -> int | None:
     """Index of the first sample that follows a pause longer than ``max_gap`` seconds (samples missing), or None."""
     gaps = np.flatnonzero(np.diff(t) > max_gap)

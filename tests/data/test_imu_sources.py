@@ -154,30 +154,42 @@ def test_missing_and_bad_imu_in_a_folder_is_one_line(tmp_path, written):
     assert "\n" not in str(exc.value)
 
 
+LANDSCAPE = np.array([[0.0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, -1, 0], [0, 0, 0, 1]])  # the iPad held sideways
+
+
 def _coremotion(imu: ImuSamples, t_us):
-    """``imu`` (camera axes, specific force in m/s^2) as ScanNet's iPad would store it."""
+    """``imu`` (specific force in m/s^2) as ScanNet's iPad would store it."""
     rec = np.zeros(len(imu), IMU_FRAME)
-    R = DEVICE_T_CAMERA[:3, :3]
-    rec["rotation_rate"] = imu.gyro @ R.T
-    rec["acceleration"] = -(imu.accel @ R.T) / 9.80665
+    rec["rotation_rate"] = imu.gyro
+    rec["acceleration"] = -imu.accel / 9.80665
     rec["gravity"] = (0, 0, -1)
     rec["timestamp"] = t_us
     return rec
 
 
 def test_sens_imu_frames_read_back(tmp_path):
-    src = SyntheticSource(seed=5, frames=6, height=24, width=32)
+    """A .sens with IMU frames in CoreMotion's conventions, the iPad held sideways: the reader gets the samples back
+    as specific force and fits the IMU's axes to the camera poses."""
+    src = SyntheticSource(seed=5, frames=90, height=16, width=16)
     frames = list(src)
-    t_us = np.round(src.imu.t * 1e6 * 33333 / (1e6 / FPS)).astype(np.uint64)  # on the writer's 33333 us frame clock
-    path = write_sens(tmp_path / "imu.sens", frames, imu_frames=_coremotion(src.imu, t_us))
+    imu = src.path.imu(D435I, seed=5, body_T_cam=LANDSCAPE)
+    t_us = np.round(imu.t * 1e6 * 33333 / (1e6 / FPS)).astype(np.uint64)  # on the writer's 33333 us frame clock
+    path = write_sens(tmp_path / "imu.sens", frames, imu_frames=_coremotion(imu, t_us))
     sens = SensFile(path)
-    assert np.array_equal(sens.imu.body_T_cam, DEVICE_T_CAMERA) and len(sens.imu) == len(src.imu)
-    np.testing.assert_allclose(sens.imu.accel @ DEVICE_T_CAMERA[:3, :3], src.imu.accel, atol=1e-12)
-    np.testing.assert_allclose(sens.imu.gyro @ DEVICE_T_CAMERA[:3, :3], src.imu.gyro, atol=1e-12)
+    assert len(sens.imu) == len(imu)
+    np.testing.assert_allclose(sens.imu.accel, imu.accel, atol=1e-12)
+    np.testing.assert_allclose(sens.imu.gyro, imu.gyro, atol=1e-12)
+    fit = sens.imu.body_T_cam[:3, :3] @ LANDSCAPE[:3, :3].T
+    assert np.degrees(np.arccos(np.clip((np.trace(fit) - 1) / 2, -1, 1))) < 0.5  # 0.04 deg when written
     got = list(sens)
     assert [len(f.imu) for f in got] == [len(f.imu) for f in frames]
     assert all(f.imu.t[-1] <= f.timestamp for f in got)
     assert len(sens[3].imu) == len(got[3].imu)
+    # six frames are too few to fit the axes: portrait assumed, with a warning
+    with pytest.warns(UserWarning, match="too little rotation to fit the IMU's axes"):
+        short = SensFile(write_sens(tmp_path / "short.sens", frames[:6], imu_frames=_coremotion(imu.between(-1, 0.2),
+                                                                                              t_us[:41])))
+    assert np.array_equal(short.imu.body_T_cam, DEVICE_T_CAMERA)
     # no IMU frames (ScanNet's version 3 has no trailer at all): no IMU
     assert SensFile(write_sens(tmp_path / "v4.sens", frames)).imu is None
     assert all(f.imu is None for f in SensFile(write_sens(tmp_path / "v3.sens", frames, version=3)))

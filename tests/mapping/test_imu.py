@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from m2hmx.data.synthetic import FPS, make_path, make_scene
-from mapping.imu import (D435I, ImuFileError, ImuNoise, ImuSamples, preintegrate, preintegration_params,
-                         read_euroc_csv, read_euroc_noise, write_euroc_csv)
+from mapping.imu import (D435I, ImuFileError, ImuNoise, ImuSamples, gyro_camera_rotation, preintegrate,
+                         preintegration_params, read_euroc_csv, read_euroc_noise, write_euroc_csv)
 from mapping.interface import InterfaceError, PerceptionFrame
 
 
@@ -204,3 +204,16 @@ def test_preintegrate_partial_intervals_and_empty():
     assert preintegrate(s, 0.1, 0.1, params).deltaTij() == 0
     with pytest.raises(InterfaceError, match="no IMU samples to preintegrate from 0.000000 s to 1.000000 s"):
         preintegrate(ImuSamples.empty(), 0.0, 1.0, params)
+
+
+def test_gyro_camera_rotation_fits_the_axes_or_declines():
+    path = make_path(make_scene(200000), 90, 200000)
+    R = gtsam.Rot3.RzRyRx(0.3, -1.2, 2.0).matrix()
+    T = np.eye(4)
+    T[:3, :3] = R
+    fit = gyro_camera_rotation(path.imu(None, body_T_cam=T), path.times, path.frame_poses[:, :3, :3])
+    assert np.allclose(fit, R, atol=1e-4)
+    still = np.repeat(path.frame_poses[:1, :3, :3], 90, axis=0)  # poses that never turn: nothing to fit
+    assert gyro_camera_rotation(path.imu(None, body_T_cam=T), path.times, still) is None
+    wrong = path.frame_poses[::-1, :3, :3]  # poses that disagree with the gyro
+    assert gyro_camera_rotation(path.imu(None, body_T_cam=T), path.times, wrong) is None

@@ -10,8 +10,10 @@ gravity as float64 triples, then a uint64 timestamp in microseconds) becomes ``i
 ScanNet recorded it with an iPad's CoreMotion; we read it by CoreMotion's conventions, which we could not check
 against a real ScanNet file: rotation rate in rad/s; raw acceleration in g with the opposite sign of specific
 force (about -1 g along the up axis at rest), so specific force = -9.80665 x acceleration (a file whose
-accelerations are about 9.8 in magnitude is taken as specific force in m/s^2 already); axes the device's
-(x right, y up, z out of the screen, the camera looking along -z), so ``body_T_cam`` = diag(1, -1, -1).
+accelerations are about 9.8 in magnitude is taken as specific force in m/s^2 already). The device's axes turn
+with how it was held, so ``body_T_cam``'s rotation is fitted to the camera poses (``gyro_camera_rotation``);
+with too little rotation for a fit it assumes portrait (x right, y up, z out of the screen, the camera looking
+along -z: diag(1, -1, -1)) and warns. The translation stays zero.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_
 IMU_FRAME = np.dtype([("rotation_rate", "<f8", 3), ("acceleration", "<f8", 3), ("magnetic_field", "<f8", 3),
                       ("attitude", "<f8", 3), ("gravity", "<f8", 3), ("timestamp", "<u8")])  # 128 bytes
 G0 = 9.80665  # standard gravity: g units to m/s^2
-DEVICE_T_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes in the iPad's device axes (see above)
+DEVICE_T_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes in the iPad's axes, held upright
 
 
 class SensFile(IndexedSource):
@@ -105,7 +107,7 @@ class SensFile(IndexedSource):
 
     def _read_imu(self, pos: int, size: int):
         """The IMU trailer at byte ``pos`` as ``ImuSamples`` (None when it holds no samples)."""
-        from mapping.imu import ImuSamples, find_gap, first_violation
+        from mapping.imu import ImuSamples, find_gap, first_violation, gyro_camera_rotation
         from mapping.interface import InterfaceError
 
         path = self.path
@@ -136,10 +138,20 @@ class SensFile(IndexedSource):
             problem = (gap, f"{t[gap] - t[gap - 1]:.3f} s since the previous sample: samples missing")
         if problem is not None:
             raise DatasetError(path, f"IMU frame {problem[0]}: {problem[1]}")
+        body_T_cam = DEVICE_T_CAMERA.copy()
         try:
-            return ImuSamples(t, gyro, accel, DEVICE_T_CAMERA)
+            samples = ImuSamples(t, gyro, accel, body_T_cam)
         except InterfaceError as e:
             raise DatasetError(path, str(e)) from None
+        # the device's axes relative to the camera depend on how the iPad was held: fit them to the poses instead
+        times = np.array([e[1] for e in self._entries], np.float64) * 1e-6
+        rot = gyro_camera_rotation(samples, times, np.array([e[0][:3, :3] for e in self._entries]))
+        if rot is None:
+            warnings.warn(f"{path}: too little rotation to fit the IMU's axes to the camera poses; assuming the "
+                          "iPad's axes in portrait (body_T_cam = diag(1, -1, -1))", stacklevel=3)
+            return samples
+        body_T_cam[:3, :3] = rot
+        return ImuSamples(t, gyro, accel, body_T_cam)
 
     def __len__(self) -> int:
         return len(self._entries)
