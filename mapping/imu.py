@@ -79,7 +79,7 @@ class ImuSamples:
     body_T_cam: np.ndarray = field(default_factory=lambda: np.eye(4))
 
     def __post_init__(self) -> None:
-        t = np.array(self.t, np.float64).reshape(-1) if np.ndim(self.t) <= 1 else np.array(self.t, np.float64)
+        t = np.array(self.t, np.float64)
         if t.ndim != 1:
             raise InterfaceError(f"IMU times must be a 1-D array, got shape {t.shape}")
         arrays = {"t": t}
