@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mapping.imu import carry_over
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 
 DEPTH_MODES = ("sensor", "gt", "pred")
@@ -44,7 +45,8 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
     """Map ``source`` frame by frame. Returns {"frames", "failures", "gt": (t, poses) or None, "error": str|None}.
 
     The first frame's ground-truth pose (when the source has one) anchors the map in the source's world
-    frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. An error on a
+    frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. With ``stride``, the IMU
+    samples of skipped frames go with the next mapped one. An error on a
     frame stops the run but keeps the map built so far (the caller exports it)."""
     from tqdm import tqdm
 
@@ -61,12 +63,15 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
     num_classes = bridge.label_space.num_classes
     gt_t, gt_p, error, done = [], [], None, 0
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="mapping")
+    skipped_imu = None  # IMU samples of frames skipped by ``stride``: they go with the next mapped frame
     try:
         for i, frame in enumerate(source):
             if i % stride:
+                skipped_imu = carry_over(skipped_imu, frame.imu)
                 continue
             if max_frames is not None and done >= max_frames:
                 break
+            frame.imu, skipped_imu = carry_over(skipped_imu, frame.imu), None
             prediction = predictor.predict(frame.rgb) if predictor is not None else None
             first = done == 0
             pf = to_perception_frame(frame, prediction, depth_mode, num_classes, pose_prior=gt_poses or first)

@@ -204,3 +204,26 @@ def test_sens_imu_frames_read_back(tmp_path):
     with pytest.raises(DatasetError) as exc:
         SensFile(bad)
     assert str(exc.value).startswith(f"{bad}: IMU frame 4: time ") and "\n" not in str(exc.value)
+
+
+def test_mapping_run_hands_every_sample_to_the_mapped_frames(source):
+    """``run_mapping`` with a stride: the skipped frames' IMU samples reach the next mapped PerceptionFrame."""
+    from types import SimpleNamespace
+
+    from app.pipeline import run_mapping
+
+    class Recorder:  # the bridge's interface as run_mapping uses it: keeps what it is given
+        label_space, failures, frames = source.label_space, 0, []
+
+        def process(self, pf):
+            self.frames.append(pf)
+            return SimpleNamespace()
+
+    bridge = Recorder()
+    out = run_mapping(source, bridge, depth_mode="gt", max_frames=10, progress=False, stride=3)
+    assert out["error"] is None and out["frames"] == 10
+    got = bridge.frames[0].imu
+    for pf in bridge.frames[1:]:
+        assert pf.imu.t[0] > got.t[-1] and pf.imu.t[-1] <= pf.timestamp
+        got = got.concat(pf.imu)
+    assert np.array_equal(got.t, source.imu.between(-1, 27 / FPS).t)  # every sample up to frame 27, once
