@@ -36,13 +36,13 @@ def test_frame_poses_unchanged():
 
 @pytest.fixture(scope="module")
 def source():
-    return SyntheticSource(seed=5, frames=60, height=24, width=32)
+    return SyntheticSource(seed=5, frames=30, height=16, width=16)
 
 
 def test_generated_frames_carry_the_imu_since_the_previous_frame(source):
     imu = source.imu
     assert isinstance(imu, ImuSamples) and np.array_equal(imu.body_T_cam, np.eye(4))
-    assert len(imu) == 59 * 20 // 3 + 1 and np.allclose(np.diff(imu.t), 0.005)  # 200 Hz up to the last frame
+    assert len(imu) == 29 * 20 // 3 + 1 and np.allclose(np.diff(imu.t), 0.005)  # 200 Hz up to the last frame
     frames = list(source)
     assert len(frames[0].imu) == 1 and frames[0].imu.t[0] == 0.0  # up to its own time
     for prev, f in zip(frames, frames[1:]):
@@ -68,10 +68,10 @@ def test_generated_imu_physics_noise_and_determinism(source):
         white = np.diff(diff, axis=0).std() / math.sqrt(2)
         assert white == pytest.approx(density * math.sqrt(200.0), rel=0.1)
     # ... with its own RNG stream: same seed, same samples; another seed, other noise; frames as without IMU
-    again = SyntheticSource(seed=5, frames=60, height=24, width=32)
+    again = SyntheticSource(seed=5, frames=30, height=16, width=16)
     assert np.array_equal(again.imu.gyro, source.imu.gyro) and np.array_equal(again.imu.accel, source.imu.accel)
     assert not np.allclose(source.path.imu(D435I, seed=6).gyro, source.imu.gyro)
-    assert np.array_equal(again.poses, make_trajectory(make_scene(5), 60, 5))
+    assert np.array_equal(again.poses, make_trajectory(make_scene(5), 30, 5))
 
 
 def test_one_frame_walk_stands_still():
