@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mapping.imu import carry_over
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 
 DEPTH_MODES = ("sensor", "gt", "pred")
@@ -16,7 +17,8 @@ def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_
                         pose_prior: bool = False) -> PerceptionFrame:
     """``sensor``/``gt``: the frame's own depth (an error if it has none); ``pred``: the network's depth.
     Labels and confidence come from the prediction when given, else from the frame's ground truth
-    (unlabelled when it has none). ``pose_prior`` passes the frame's ground-truth pose along."""
+    (unlabelled when it has none). ``pose_prior`` passes the frame's ground-truth pose along; the frame's IMU
+    samples (or None) always pass through."""
     if depth_mode not in DEPTH_MODES:
         raise InterfaceError(f"depth mode must be one of {', '.join(DEPTH_MODES)}, got '{depth_mode}'")
     if depth_mode == "pred":
@@ -35,7 +37,7 @@ def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_
         confidence = None
     return PerceptionFrame(frame.timestamp, frame.rgb, np.asarray(depth, np.float32), labels, frame.K,
                            confidence=confidence, pose_prior=frame.pose if pose_prior else None,
-                           num_classes=num_classes)
+                           num_classes=num_classes, imu=frame.imu)
 
 
 def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_frames: int | None = None,
@@ -43,7 +45,8 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
     """Map ``source`` frame by frame. Returns {"frames", "failures", "gt": (t, poses) or None, "error": str|None}.
 
     The first frame's ground-truth pose (when the source has one) anchors the map in the source's world
-    frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. An error on a
+    frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. With ``stride``, the IMU
+    samples of skipped frames go with the next mapped one. An error on a
     frame stops the run but keeps the map built so far (the caller exports it)."""
     from tqdm import tqdm
 
@@ -60,12 +63,15 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
     num_classes = bridge.label_space.num_classes
     gt_t, gt_p, error, done = [], [], None, 0
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="mapping")
+    skipped_imu = None  # IMU samples of frames skipped by ``stride``: they go with the next mapped frame
     try:
         for i, frame in enumerate(source):
             if i % stride:
+                skipped_imu = carry_over(skipped_imu, frame.imu)
                 continue
             if max_frames is not None and done >= max_frames:
                 break
+            frame.imu, skipped_imu = carry_over(skipped_imu, frame.imu), None
             prediction = predictor.predict(frame.rgb) if predictor is not None else None
             first = done == 0
             pf = to_perception_frame(frame, prediction, depth_mode, num_classes, pose_prior=gt_poses or first)

@@ -44,8 +44,9 @@ def one_line(exc: BaseException) -> str:
 
 
 class LatestSlot:
-    """A one-item hand-off between threads: ``put`` replaces an unconsumed item (counted in ``dropped``)
-    or, with ``block=True``, waits until the consumer took it."""
+    """A one-item hand-off between threads: ``put`` replaces an unconsumed item (counted in ``dropped``; a new
+    item with an ``absorb`` method takes over what the dropped one must not lose) or, with ``block=True``, waits
+    until the consumer took it."""
 
     def __init__(self):
         self._item = None
@@ -61,6 +62,8 @@ class LatestSlot:
                     self._cond.wait(0.05)
             elif self._item is not None:
                 self.dropped += 1
+                if hasattr(item, "absorb"):
+                    item.absorb(self._item)
             self._item = item
             self._cond.notify_all()
         return True
@@ -89,6 +92,13 @@ class Captured:
     frame: Frame
     captured_at: float  # time.monotonic() when the frame became available
     generation: int  # bumped by restart: results of an older run are ignored
+
+    def absorb(self, dropped: "Captured") -> None:
+        """Take over the IMU samples of a frame dropped before perception saw it."""
+        from mapping.imu import carry_over
+
+        if dropped.generation == self.generation:
+            self.frame.imu = carry_over(dropped.frame.imu, self.frame.imu)
 
 
 # --------------------------------------------------------------------------------------------- capture
@@ -371,16 +381,22 @@ class MappingClient:
         if self.stopped or not self.process.is_alive():
             return
         with self._lock:
-            anchor = self._anchor_pending
+            anchor, stale = self._anchor_pending, None
             if self.frames.full():
                 try:
-                    _, was_anchor, _ = self.frames.get_nowait()
+                    generation, was_anchor, stale = self.frames.get_nowait()
                     anchor = anchor or was_anchor
+                    stale = stale if generation == self.generation else None
                     self.dropped += 1
                 except queue.Empty:
                     pass  # the mapper took it meanwhile
             try:
-                self.frames.put_nowait((self.generation, anchor, make_frame(anchor)))
+                frame = make_frame(anchor)
+                if stale is not None:  # the dropped frame's IMU samples go with this one
+                    from mapping.imu import carry_over
+
+                    frame.imu = carry_over(stale.imu, frame.imu)
+                self.frames.put_nowait((self.generation, anchor, frame))
             except queue.Full:  # the feeder has not flushed the old one yet: count it as this one dropped
                 self.dropped += 1
                 return

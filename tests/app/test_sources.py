@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from app.sources import BackAndForth, CameraSource, SourceError, SourceSpec, open_viewer_source, resize_frame
+from app.sources import (BackAndForth, CameraSource, MotionBuffer, SourceError, SourceSpec, open_viewer_source,
+                         resize_frame)
 from m2hmx.data.synthetic import SyntheticSource
 
 
@@ -22,6 +23,7 @@ def test_resize_frame_scales_intrinsics_and_keeps_ground_truth_exact(scene):
     np.testing.assert_allclose((uv_small + 0.5) * 2, uv_big + 0.5, atol=1e-9)
     assert set(np.unique(small.labels)) <= set(np.unique(frame.labels))  # nearest: no blended class ids
     assert resize_frame(frame, (120, 160)) is frame
+    assert small.imu is frame.imu and len(frame.imu) == 1  # the IMU samples travel with the frame
 
 
 def test_back_and_forth_turns_without_jumps_and_keeps_time_running(scene):
@@ -35,6 +37,26 @@ def test_back_and_forth_turns_without_jumps_and_keeps_time_running(scene):
     np.testing.assert_allclose(poses[9], scene.poses[1])
     t = np.array([f.timestamp for f in frames])
     assert np.all(np.diff(t) > 0)
+    assert all(f.imu is None for f in frames)  # played backwards, the recorded motion no longer fits
+
+
+def test_motion_buffer_unites_gyro_and_accel_on_the_gyro_times():
+    """A D435i's streams as its callback delivers them: gyro at 200 Hz, accel at 250 Hz, out of step."""
+    buf = MotionBuffer(np.eye(4))
+    for k in range(40):
+        buf.add("gyro", 10 + k / 200, (0.1 * k, 0, 0))
+    for k in range(45):
+        buf.add("accel", 10.001 + k / 250, (0, 9.81, 1.0 + k))  # accel z = 1 + 250 (t - 10.001)
+    first = buf.take(10.05)
+    assert first.t[0] == pytest.approx(10.005)  # the gyro sample before the first accel one is not interpolable
+    assert first.t[-1] == pytest.approx(10.05) and np.allclose(first.gyro[:, 0], 0.1 * np.arange(1, 11))
+    np.testing.assert_allclose(first.accel[:, 2], 1 + 250 * (first.t - 10.001), atol=1e-9)
+    rest = buf.take(20.0)  # up to the newest accel sample (10.177 s): later gyro samples wait
+    assert rest.t[0] == pytest.approx(10.055) and rest.t[-1] == pytest.approx(10.175)
+    np.testing.assert_allclose(rest.accel[:, 2], 1 + 250 * (rest.t - 10.001), atol=1e-9)
+    assert len(buf.take(20.0)) == 0
+    buf.add("accel", 10.3, (0, 9.81, 0))
+    assert buf.take(20.0).t[0] == pytest.approx(10.18)  # nothing handed out twice, nothing lost
 
 
 def test_unopenable_camera_raises_a_one_line_error():

@@ -4,8 +4,10 @@ import time
 
 import numpy as np
 
-from app.workers import LatestSlot, normals_to_rgb, overlay_labels
+from app.workers import Captured, LatestSlot, normals_to_rgb, overlay_labels
+from m2hmx.data import Frame
 from m2hmx.labels import load_label_space
+from mapping.imu import ImuSamples
 
 
 def test_latest_slot_keeps_the_newest_and_counts_drops():
@@ -14,6 +16,23 @@ def test_latest_slot_keeps_the_newest_and_counts_drops():
         slot.put(i)
     assert slot.get() == 4 and slot.dropped == 4
     assert slot.get() is None and slot.empty()
+
+
+def test_a_dropped_live_frame_hands_its_imu_samples_on():
+    def captured(k, generation=0):
+        t = (np.arange(6) + 6 * k + 1) / 180.0  # the samples since the previous frame
+        imu = ImuSamples(t, np.zeros((6, 3)), np.tile([0, -9.81, 0], (6, 1)))
+        return Captured(Frame(rgb=np.zeros((2, 2, 3), np.uint8), K=np.eye(3), timestamp=t[-1], imu=imu), 0.0, generation)
+
+    slot = LatestSlot()
+    for k in range(3):
+        slot.put(captured(k))
+    got = slot.get()
+    assert slot.dropped == 2 and len(got.frame.imu) == 18  # frames 0 and 1 dropped: their motion kept
+    assert np.allclose(np.diff(got.frame.imu.t), 1 / 180.0)
+    slot.put(captured(3))
+    slot.put(captured(4, generation=1))  # a restart in between: the old run's samples do not carry over
+    assert len(slot.get().frame.imu) == 6
 
 
 def test_latest_slot_blocking_put_waits_for_the_consumer():
@@ -68,3 +87,28 @@ def test_depth_colours_use_a_fixed_metric_range():
     np.testing.assert_array_equal(out[0, :, 0], [0, 127, 255, 255])  # 0 = invalid -> black; beyond -> top
     # the same depth gets the same colour whatever else is in the frame (no per-frame rescaling)
     np.testing.assert_array_equal(colorize_depth(depth[:, 1:2], lut, 3.0), out[:, 1:2])
+
+
+def test_mapping_queue_hands_a_dropped_frames_imu_on():
+    """MappingClient.submit replacing a frame the mapper has not taken (live source): the next one carries its IMU."""
+    import queue
+    import types
+
+    from app.workers import MappingClient
+    from mapping.interface import PerceptionFrame
+
+    client = object.__new__(MappingClient)  # its queue and bookkeeping, without the mapping process
+    client.frames, client._lock, client.generation, client._anchor_pending = queue.Queue(maxsize=1), threading.Lock(), 0, True
+    client.submitted = client.dropped = 0
+    client.stopped, client.process = False, types.SimpleNamespace(is_alive=lambda: True)
+
+    def make(k):
+        t = (np.arange(6) + 6 * k + 1) / 180.0
+        imu = ImuSamples(t, np.zeros((6, 3)), np.tile([0, -9.81, 0], (6, 1)))
+        return lambda anchor: PerceptionFrame(t[-1], np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), np.float32),
+                                              np.zeros((2, 2), np.uint8), np.eye(3), imu=imu)
+
+    for k in range(3):
+        client.submit(make(k))
+    generation, anchor, frame = client.frames.get_nowait()
+    assert client.dropped == 2 and anchor and len(frame.imu) == 18 and frame.imu.t[0] == 1 / 180.0
