@@ -149,9 +149,10 @@ class RosbagSource:
         conns = self.reader.connections
         self.color = self._pick(conns, "rgb", self._is_color)
         if self.color is None:
+            message = (f"no colour image topic (sensor_msgs/Image {'/'.join(COLOR_ENCODINGS)} or CompressedImage); "
+                       f"found: {_found(conns)}")
             self.close()
-            raise DatasetError(path, f"no colour image topic (sensor_msgs/Image {'/'.join(COLOR_ENCODINGS)} or "
-                               f"CompressedImage); found: {_found(conns)}")
+            raise DatasetError(path, message)
         self.depth = self._pick(conns, "depth", lambda c: self._encoding(c) in ("32FC1", "16UC1"))
         self.labels = self._pick(conns, "labels", lambda c: self._encoding(c) in LABEL_ENCODINGS
                                  and any(k in c.topic.lower() for k in ("label", "seg", "semantic", "class")))
