@@ -64,6 +64,33 @@ def normals_rgb(normals: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def blueprint():
+    """The default layout: the 3D map beside the image views and the stats plots."""
+    import rerun.blueprint as rrb
+
+    def image(entity: str, name: str):
+        return rrb.Spatial2DView(origin="/world/camera/image", contents=f"$origin/{entity}", name=name)
+
+    return rrb.Blueprint(
+        rrb.Horizontal(
+            rrb.Spatial3DView(origin="/world", name="map"),
+            rrb.Vertical(
+                rrb.Horizontal(image("rgb", "RGB"), image("segmentation", "segmentation")),
+                rrb.Horizontal(image("depth", "predicted depth"), image("sensor_depth", "sensor depth")),
+                rrb.Horizontal(rrb.Spatial2DView(origin="/images/normals", name="normals"),
+                               rrb.Spatial2DView(origin="/images/edges", name="edges")),
+                rrb.Horizontal(rrb.TimeSeriesView(origin="/stats", contents=["$origin/fps", "$origin/latency_ms"],
+                                                  name="frame rate, latency"),
+                               rrb.TimeSeriesView(origin="/stats", contents=["$origin/ate_m", "$origin/tracking_ok"],
+                                                  name="ATE (m), tracking")),
+            ),
+            column_shares=[3, 2],
+        ),
+        rrb.TimePanel(timeline="time", play_state="following"),  # live: show the newest frame
+        collapse_panels=True,
+    )
+
+
 def _view_coordinates(rr, first_pose: np.ndarray):
     """The world axis nearest to the first camera's up (-y, OpenCV) as the 3D view's up."""
     cam_up = -np.asarray(first_pose)[:3, 1]
@@ -87,11 +114,11 @@ class RerunLogger:
         if save is not None:
             self.save_path = check_rrd_target(save)
             self._tmp = self.save_path.with_name(f".{self.save_path.name}.partial")
-            self.rec.save(str(self._tmp))
+            self.rec.save(str(self._tmp), default_blueprint=blueprint())
         elif connect is not None:
-            self.rec.connect_grpc(grpc_url(connect))
+            self.rec.connect_grpc(grpc_url(connect), default_blueprint=blueprint())
         else:
-            self.rec.spawn()
+            self.rec.spawn(default_blueprint=blueprint())
         ids = list(range(label_space.num_classes))
         self.rec.log("/", rr.AnnotationContext([
             rr.AnnotationInfo(id=i, label=name, color=tuple(int(c) for c in color))

@@ -293,3 +293,25 @@ def test_unwritable_outputs_and_missing_extras_fail_before_the_run(tmp_path, cap
         assert main(["--dataset", "synthetic:0", "--out", str(tmp_path / "map"), flag, str(tmp_path / "x")]) == 1
         assert f"pip install 'm2hmx[{extra}]'" in capsys.readouterr().err
         monkeypatch.undo()
+
+
+def test_viewer_logs_its_run_to_a_rerun_recording(make_window, demo_options, qtbot, tmp_path):
+    rrd = tmp_path / "viewer.rrd"
+    window = make_window(demo_options(max_frames=5, rerun=("save", str(rrd))))
+    with qtbot.waitSignal(window.run_finished, timeout=180_000):
+        pass
+    window.shutdown()  # closes the recording: the .rrd appears under its name
+    cols = rrd_columns(rrd)
+    assert len(cols["/world/camera/image/rgb"]["frame"]) == window.frames_shown >= 1
+    assert len(cols["/world/camera/image/segmentation"]["frame"]) == window.frames_shown  # ground-truth labels
+    logged = np.array([v[0] for v in cols["/world/camera"]["Transform3D:translation"]])
+    assert len(logged) == len(window.est_poses) and np.allclose(logged, np.array(window.est_poses)[:, :3, 3], atol=1e-5)
+    assert len(cols["/world/mesh"]["frame"]) >= 1 and len(cols["/stats/latency_ms"]["frame"]) == window.frames_shown
+
+
+def test_rerun_addresses():
+    from app.rerun_log import grpc_url
+
+    assert grpc_url("otherhost:9000") == "rerun+http://otherhost:9000/proxy"
+    assert grpc_url("otherhost") == "rerun+http://otherhost:9876/proxy"
+    assert grpc_url("rerun+http://h:1/proxy") == "rerun+http://h:1/proxy"
