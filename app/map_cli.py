@@ -103,7 +103,6 @@ def _run(args) -> int:
     out = Path(args.out)
     t1 = time.perf_counter()
     snapshot = bridge.snapshot()
-    extra = _close_observer(observer, snapshot)
     written = bridge.export(out, snapshot)
     export_s = time.perf_counter() - t1
     n = max(run["frames"], 1)
@@ -133,6 +132,7 @@ def _run(args) -> int:
     from mapping.export import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    extra = _close_observer(observer, snapshot)  # after the exports: a failing recording never costs the map
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
     print(f"{run['frames']} frames, {run['failures']} tracking failures"
           + (f", ATE RMSE {ate * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale "

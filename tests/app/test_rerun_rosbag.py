@@ -315,3 +315,18 @@ def test_rerun_addresses():
     assert grpc_url("otherhost:9000") == "rerun+http://otherhost:9000/proxy"
     assert grpc_url("otherhost") == "rerun+http://otherhost:9876/proxy"
     assert grpc_url("rerun+http://h:1/proxy") == "rerun+http://h:1/proxy"
+
+
+def test_viewer_rerun_options_and_an_unwritable_recording_fail_before_the_window(tmp_path, capsys):
+    from app.main import build_parser, main as viewer_main, options_from_args
+
+    parse = build_parser().parse_args
+    assert options_from_args(parse(["--rerun-save", "a.rrd"])).rerun == ("save", "a.rrd")
+    assert options_from_args(parse(["--rerun-connect", "h:1"])).rerun == ("connect", "h:1")
+    assert options_from_args(parse(["--rerun"])).rerun == ("spawn", None)
+    assert options_from_args(parse([])).rerun is None
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        viewer_main(["--rerun-save", str(blocker / "run.rrd")])
+    assert exit_.value.code == 2 and "cannot create" in capsys.readouterr().err

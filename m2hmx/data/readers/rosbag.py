@@ -23,7 +23,7 @@ from m2hmx.data.ros import TOPICS, transform_matrix
 
 MISSING = "reading ROS 2 bags needs rosbags: pip install 'm2hmx[ros]'"
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")
-DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
+DEPTH_ENCODINGS = ("32FC1", "16UC1")
 LABEL_ENCODINGS = ("mono8", "mono16", "8UC1", "16UC1")
 MAX_DT = 0.02
 
@@ -153,7 +153,7 @@ class RosbagSource:
                        f"found: {_found(conns)}")
             self.close()
             raise DatasetError(path, message)
-        self.depth = self._pick(conns, "depth", lambda c: self._encoding(c) in ("32FC1", "16UC1"))
+        self.depth = self._pick(conns, "depth", lambda c: self._encoding(c) in DEPTH_ENCODINGS)
         self.labels = self._pick(conns, "labels", lambda c: self._encoding(c) in LABEL_ENCODINGS
                                  and any(k in c.topic.lower() for k in ("label", "seg", "semantic", "class")))
         self._index(conns)
@@ -225,7 +225,6 @@ class RosbagSource:
                     stamps[role].append((_stamp(msg.header), log_t))
                     if role == "color" and self._frame_id is None:
                         self._frame_id = msg.header.frame_id
-                        self._size = (msg.height, msg.width) if hasattr(msg, "height") else None
         except Exception as exc:
             raise DatasetError(self.path, f"cannot read the bag ({str(exc).strip().splitlines()[0]})") from None
         color = stamps["color"]
@@ -304,6 +303,8 @@ class RosbagSource:
             while next_i < len(self._items) and set(self._items[next_i][1]) <= set(pending.get(next_i, {})):
                 yield self._frame(next_i, pending.pop(next_i))
                 next_i += 1
+        for i in sorted(k for k in pending if k >= next_i and "color" in pending[k]):  # partners never came
+            yield self._frame(i, pending[i])
 
     def _frame(self, i: int, images: dict) -> Frame:
         t = self._items[i][0]
