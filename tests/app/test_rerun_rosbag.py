@@ -1,5 +1,7 @@
 """Rerun recordings and ROS 2 bags: one real ``m2hmx-map`` run writes both, read back with the Rerun SDK's own
 reader (``rerun.chunk.RrdReader``) and with ``rosbags``; the bag then plays as a dataset; bad input is one line."""
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -330,3 +332,40 @@ def test_viewer_rerun_options_and_an_unwritable_recording_fail_before_the_window
     with pytest.raises(SystemExit) as exit_:
         viewer_main(["--rerun-save", str(blocker / "run.rrd")])
     assert exit_.value.code == 2 and "cannot create" in capsys.readouterr().err
+
+
+def test_rerun_connect_streams_to_a_listening_viewer(tmp_path):
+    """A real gRPC receiver (the SDK's own ``rerun`` binary, saving what it gets) on a free port."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("rerun", path=str(Path(sys.executable).parent)) or shutil.which("rerun")
+    if binary is None:
+        pytest.skip("the rerun binary (installed with rerun-sdk) is not on this machine")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    received = tmp_path / "received.rrd"
+    server = subprocess.Popen([binary, "--port", str(port), "--save", str(received)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # its own group: the wrapper
+    # script starts the real binary as a child, and both must go
+    try:
+        time.sleep(2.0)  # the server binds its port
+        assert main(["--dataset", "synthetic:200002", "--depth", "sensor", "--max-frames", "3", "--no-progress",
+                     "--out", str(tmp_path / "map"), "--rerun-connect", f"127.0.0.1:{port}"]) == 0
+        deadline = time.monotonic() + 60
+        while True:  # the receiver writes as the stream arrives
+            try:
+                cols = rrd_columns(received)
+                if len(cols.get("/world/camera", {}).get("frame", [])) == 3 and "/world/mesh" in cols:
+                    break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, "the receiver did not get the 3 frames"
+            time.sleep(1.0)
+        assert len(cols["/world/camera/image/rgb"]["frame"]) == 3
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)
