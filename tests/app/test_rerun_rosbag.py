@@ -334,6 +334,7 @@ def test_viewer_rerun_options_and_an_unwritable_recording_fail_before_the_window
     assert exit_.value.code == 2 and "cannot create" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:RRD file has no footer")  # a stream being received has no footer yet
 def test_rerun_connect_streams_to_a_listening_viewer(tmp_path):
     """A real gRPC receiver (the SDK's own ``rerun`` binary, saving what it gets) on a free port."""
     import shutil
