@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from m2hmx.data.ros import (BODY_FRAME, CAMERA_FRAME, TOPICS, TYPESTORE, WORLD_FRAME, BODY_FROM_OPTICAL,
-                            body_pose, matrix_to_quat_xyzw, ros_time, world_alignment)
+from m2hmx.data.ros import (BODY_FRAME, BODY_FROM_OPTICAL, CAMERA_FRAME, TOPICS, TYPESTORE, WORLD_FRAME, body_pose,
+                            matrix_to_quat_xyzw, ros_time, world_alignment)
 
 MISSING = "rosbags is not installed: pip install 'm2hmx[ros]'"
 
