@@ -176,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             from app.rerun_log import check_rrd_target
 
             check_rrd_target(args.rerun_save)
-        elif args.rerun or args.rerun_connect:
+        elif args.rerun_connect:
             from app.rerun_log import require_rerun
 
             require_rerun()
+        elif args.rerun:
+            from app.rerun_log import check_spawn
+
+            check_spawn()
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
     options = options_from_args(args)

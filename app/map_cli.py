@@ -62,10 +62,14 @@ def _run(args) -> int:
         from app.rerun_log import check_rrd_target
 
         check_rrd_target(args.rerun_save)
-    elif args.rerun or args.rerun_connect:
+    elif args.rerun_connect:
         from app.rerun_log import require_rerun
 
         require_rerun()
+    elif args.rerun:
+        from app.rerun_log import check_spawn
+
+        check_spawn()
     if args.rosbag:
         from app.rosbag_io import check_bag_target
 

@@ -57,6 +57,27 @@ def grpc_url(addr: str) -> str:
     return f"rerun+http://{host or '127.0.0.1'}:{port or DEFAULT_PORT}/proxy"
 
 
+def check_spawn() -> None:
+    """``--rerun`` starts a viewer window: fail before the run when there is no display for it."""
+    import sys
+
+    require_rerun()
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RuntimeError("--rerun starts a Rerun viewer, which needs a display ($DISPLAY is not set): use "
+                           "--rerun-save FILE.rrd, or --rerun-connect HOST:PORT to a viewer elsewhere")
+
+
+def _viewer_on_path() -> None:
+    """``spawn`` looks for the ``rerun`` viewer on PATH; a venv's ``bin/`` (where rerun-sdk installs it) is not
+    on PATH when ``.venv/bin/m2hmx-map`` runs without activating the venv, so put it there."""
+    import shutil
+    import sys
+
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("rerun") is None and (venv_bin / "rerun").exists():
+        os.environ["PATH"] = str(venv_bin) + os.pathsep + os.environ.get("PATH", "")
+
+
 def normals_rgb(normals: np.ndarray) -> np.ndarray:
     """Unit normals -> the usual (n + 1) / 2 colour image; unknown (zero) normals black."""
     rgb = ((np.asarray(normals, np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
@@ -118,6 +139,8 @@ class RerunLogger:
         elif connect is not None:
             self.rec.connect_grpc(grpc_url(connect), default_blueprint=blueprint())
         else:
+            check_spawn()
+            _viewer_on_path()
             self.rec.spawn(default_blueprint=blueprint())
         ids = list(range(label_space.num_classes))
         self.rec.log("/", rr.AnnotationContext([
