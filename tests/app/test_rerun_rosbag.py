@@ -376,3 +376,18 @@ def test_rerun_connect_streams_to_a_listening_viewer(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(10)
+
+
+def test_ros_world_is_z_up_and_base_link_looks_along_the_camera():
+    from m2hmx.data.ros import body_pose, world_alignment
+
+    z_up = np.eye(4)
+    z_up[:3, :3] = [[1, 0, 0], [0, 0, 1], [0, -1, 0]]  # an OpenCV camera looking along +y of a z-up world
+    assert np.array_equal(world_alignment(z_up), np.eye(4))  # kept: poses in the bag equal the map's
+    camera_start = np.eye(4)  # a map that started at the camera: its world is y down, z forward
+    A = world_alignment(camera_start)
+    pose = A @ camera_start
+    assert np.allclose(pose[:3, 2], [1, 0, 0]) and np.allclose(-pose[:3, 1], [0, 0, 1])  # looks along +x, up is +z
+    body = body_pose(pose)  # REP 103 body axes: x forward, y left, z up
+    assert np.allclose(body[:3, 0], [1, 0, 0]) and np.allclose(body[:3, 1], [0, 1, 0]) and np.allclose(body[:3, 2], [0, 0, 1])
+    assert np.isclose(np.linalg.det(A[:3, :3]), 1.0)
