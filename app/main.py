@@ -24,6 +24,7 @@ examples:
   m2hmx-viewer --dataset ~/data/scene0011_00.sens --checkpoint runs/best.safetensors
   m2hmx-viewer --dataset ~/data/rgbd_dataset_freiburg1_desk --labelspace nyu40 --checkpoint nyu.safetensors
   m2hmx-viewer --video hallway.mp4 --depth-scale 1.1
+  m2hmx-viewer --dataset runs/bag --rerun        a ROS 2 bag, also logged live to Rerun
   m2hmx-viewer --max-frames 120 --screenshot docs/screenshot.png --export out/map --quit-when-done
 
 keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, C colour mode, D depth source,
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--export", metavar="DIR", help="when the run is done, export the map (every format) to DIR")
     run.add_argument("--quit-when-done", action="store_true",
                      help="quit once the source ended (or --max-frames), after --screenshot / --export")
+    live = p.add_argument_group("Rerun (the 'rerun' extra)")
+    live.add_argument("--rerun", action="store_true", help="also log the run live to a Rerun viewer it spawns")
+    live.add_argument("--rerun-connect", metavar="ADDR",
+                      help="log to a running Rerun viewer instead (HOST:PORT or a rerun+http:// URL)")
+    live.add_argument("--rerun-save", metavar="FILE", help="write the Rerun recording to FILE (.rrd) instead")
     run.add_argument("--snapshot-interval", type=_positive_float, default=1.0, metavar="S",
                      help="seconds of mapping between 3D map refreshes (1.0)")
     return p
@@ -148,7 +154,9 @@ def options_from_args(args: argparse.Namespace):
         depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
         max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
         quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
-        torch_threads=args.torch_threads, odometry=args.odometry)
+        torch_threads=args.torch_threads, odometry=args.odometry,
+        rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
+        if args.rerun_connect else ("spawn", None) if args.rerun else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +169,23 @@ def main(argv: list[str] | None = None) -> int:
             load_label_space(args.labelspace)
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"--labelspace: {exc}")
+    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
+        parser.error("give one of --rerun, --rerun-connect, --rerun-save")
+    try:  # a missing extra or an unwritable recording fails before the window opens
+        if args.rerun_save:
+            from app.rerun_log import check_rrd_target
+
+            check_rrd_target(args.rerun_save)
+        elif args.rerun_connect:
+            from app.rerun_log import require_rerun
+
+            require_rerun()
+        elif args.rerun:
+            from app.rerun_log import check_spawn
+
+            check_spawn()
+    except (RuntimeError, ValueError) as exc:
+        parser.error(str(exc))
     options = options_from_args(args)
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                                                   or os.environ.get("QT_QPA_PLATFORM")):

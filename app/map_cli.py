@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame-to-model odometry; default hybrid with --depth pred, point_to_plane otherwise")
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--no-progress", action="store_true")
+    live = p.add_argument_group("Rerun and ROS 2 (extras 'rerun' and 'ros')")
+    live.add_argument("--rerun", action="store_true", help="log the run live to a Rerun viewer it spawns")
+    live.add_argument("--rerun-connect", metavar="ADDR",
+                      help="log to a running Rerun viewer instead (HOST:PORT or a rerun+http:// URL)")
+    live.add_argument("--rerun-save", metavar="FILE", help="write the Rerun recording to FILE (.rrd) instead")
+    live.add_argument("--rosbag", metavar="DIR", help="also write the perception, poses and TF as a ROS 2 bag "
+                      "(MCAP) in the new folder DIR, topics as mono-hydra-pp / Hydra expect them")
     return p
 
 
@@ -47,6 +54,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.stride < 1:
+        raise ValueError("--stride must be >= 1")
+    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
+        raise ValueError("give one of --rerun, --rerun-connect, --rerun-save")
+    if args.rerun_save:  # unwritable outputs and missing extras fail before the run starts
+        from app.rerun_log import check_rrd_target
+
+        check_rrd_target(args.rerun_save)
+    elif args.rerun_connect:
+        from app.rerun_log import require_rerun
+
+        require_rerun()
+    elif args.rerun:
+        from app.rerun_log import check_spawn
+
+        check_spawn()
+    if args.rosbag:
+        from app.rosbag_io import check_bag_target
+
+        check_bag_target(args.rosbag)
     from app.pipeline import run_mapping
     from m2hmx.data.sources import open_source
     from m2hmx.labels import load_label_space
@@ -54,8 +81,6 @@ def _run(args) -> int:
     from mapping.scene_graph import score_objects
     from mapping.trajectory import TrajectoryError, ate_rmse, ate_with_scale, rpe_rmse
 
-    if args.stride < 1:
-        raise ValueError("--stride must be >= 1")
     source = open_source(args.dataset)
     predictor = None
     if args.depth == "pred" or args.checkpoint:
@@ -71,10 +96,11 @@ def _run(args) -> int:
     config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
                            odometry=args.odometry)
     bridge = MappingBridge(label_space, config)
+    observer = _observer(args, bridge, label_space)
     t0 = time.perf_counter()
     try:
         run = run_mapping(source, bridge, predictor, args.depth, args.max_frames, not args.no_progress,
-                          stride=args.stride, gt_poses=args.gt_poses)
+                          stride=args.stride, gt_poses=args.gt_poses, on_frame=observer)
     finally:
         source.close()
     wall = time.perf_counter() - t0
@@ -110,17 +136,50 @@ def _run(args) -> int:
     from mapping.export import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    extra = _close_observer(observer, snapshot)  # after the exports: a failing recording never costs the map
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
     print(f"{run['frames']} frames, {run['failures']} tracking failures"
           + (f", ATE RMSE {ate * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale "
              f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")
           + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
-             if objects else "") + f"; wrote {len(written) + 1} files to {out}")
+             if objects else "") + f"; wrote {len(written) + 1} files to {out}" + extra)
     if run["error"]:
         print(f"m2hmx-map: error: {run['error']} (map up to that frame exported)", file=sys.stderr)
         return 1
     return 0
+
+
+def _observer(args, bridge, label_space):
+    """The Rerun logger and/or ROS 2 bag writer fed with every mapped frame (None without those options)."""
+    if not (args.rerun or args.rerun_connect or args.rerun_save or args.rosbag):
+        return None
+    from app.rerun_log import MapRunLogger, RerunLogger
+
+    bag = None
+    if args.rosbag:
+        from app.rosbag_io import RosbagWriter
+
+        bag = RosbagWriter(args.rosbag, label_space)
+    rerun = None
+    if args.rerun or args.rerun_connect or args.rerun_save:
+        rerun = RerunLogger(label_space, save=args.rerun_save, connect=args.rerun_connect)
+    return MapRunLogger(bridge, rerun, bag)
+
+
+def _close_observer(observer, snapshot) -> str:
+    """Log the final map, finish the recording and the bag; the summary's tail naming what was written."""
+    if observer is None:
+        return ""
+    parts = []
+    if observer.rerun is not None:
+        observer.log_snapshot(snapshot)
+        path = observer.rerun.close()
+        parts.append(f"Rerun recording {path}" if path else "logged to Rerun")
+    if observer.bag is not None:
+        path = observer.bag.close()
+        parts.append(f"ROS 2 bag {path}" if path else "no ROS 2 bag (no frame mapped)")
+    return "; " + ", ".join(parts)
 
 
 if __name__ == "__main__":

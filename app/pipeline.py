@@ -41,13 +41,15 @@ def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_
 
 
 def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_frames: int | None = None,
-                progress: bool = True, stride: int = 1, gt_poses: bool = False, on_step=None) -> dict:
+                progress: bool = True, stride: int = 1, gt_poses: bool = False, on_step=None,
+                on_frame=None) -> dict:
     """Map ``source`` frame by frame. Returns {"frames", "failures", "gt": (t, poses) or None, "error": str|None}.
 
     The first frame's ground-truth pose (when the source has one) anchors the map in the source's world
     frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. With ``stride``, the IMU
-    samples of skipped frames go with the next mapped one. An error on a
-    frame stops the run but keeps the map built so far (the caller exports it)."""
+    samples of skipped frames go with the next mapped one. An error on a frame stops the run but keeps the map
+    built so far (the caller exports it). ``on_step(step)`` and ``on_frame(frame, prediction, perception_frame,
+    step)`` are called after each mapped frame."""
     from tqdm import tqdm
 
     from m2hmx.data.errors import DatasetError
@@ -81,6 +83,8 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
             step = bridge.process(pf)
             if on_step is not None:
                 on_step(step)
+            if on_frame is not None:
+                on_frame(frame, prediction, pf, step)
             done += 1
             bar.update(1)
             bar.set_postfix(fail=bridge.failures)

@@ -63,6 +63,7 @@ class ViewerOptions:
     loop_frames: int | None = None  # soak runs: cycle the source back and forth for this many frames
     torch_threads: int = 1
     odometry: str | None = None  # MappingConfig.odometry: None = by depth source
+    rerun: tuple[str, str | None] | None = None  # ("spawn" | "connect" | "save", address or .rrd path)
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
@@ -170,6 +171,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.exported_paths: list[str] = []
         self._pending_export: str | None = None
         self._finish_state = None  # scripted run: None -> "snapshot" -> "export" -> "done"
+        self.rerun = None  # app.rerun_log.RerunLogger with --rerun*
+        self._rerun_index: dict[float, int] = {}  # timestamp -> source frame index, for mapping steps
         self._reset_stats()
         self._build_ui()
         self._build_actions()
@@ -319,6 +322,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.map_view.warm_up_labels(list(self.label_space.names))
         if predictor is None:
             self.depth_source = "sensor"
+        if opts.rerun is not None:
+            self._start_rerun()
         self._start_mapping()
         self.capture = CaptureThread(source, self.capture_slot, opts.size, opts.max_frames, self)
         self.capture.failed.connect(self._on_capture_failed)
@@ -333,6 +338,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_mode_label()
         what = "network " + Path(opts.checkpoint).name if predictor is not None else "no network"
         self.status(f"{source.name}: {what}, label space {self.label_space.name}")
+
+    def _start_rerun(self) -> None:
+        from app.rerun_log import RerunLogger
+
+        how, where = self.options.rerun
+        try:
+            self.rerun = RerunLogger(self.label_space, save=where if how == "save" else None,
+                                     connect=where if how == "connect" else None)
+        except Exception as exc:
+            self.show_error(f"Rerun logging is off: {one_line(exc)}")
 
     def _new_perception(self) -> PerceptionThread:
         thread = PerceptionThread(self.capture_slot, self.display_slot, self.predictor, self.label_space,
@@ -566,6 +581,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if r.gt_pose is not None and r.sent_to_mapping:
             self.gt_t.append(r.timestamp)
             self.gt_poses.append(r.gt_pose)
+        if self.rerun is not None:
+            self.rerun.log_images(r.index, r.timestamp, r.rgb, r.K, depth=r.depth_pred, sensor_depth=r.depth_sensor,
+                                  labels=r.labels, normals=r.normals_rgb, edges=r.edges)
+            self.rerun.log_scalars(r.index, r.timestamp, latency_ms=self.latencies[-1],
+                                   fps=self._rate(self.perception_times) or None)
+            self._rerun_index[r.timestamp] = r.index
+            if len(self._rerun_index) > 1000:
+                self._rerun_index.pop(next(iter(self._rerun_index)))
 
     def _on_mapping_message(self, kind: str, payload) -> None:
         if kind == "step":
@@ -578,6 +601,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.map_view.set_world_to_display(up_transform(payload["pose"]))
                 self._world_set = True
             self._camera_pose = payload["pose"]  # drawn at most every VIEW_REFRESH_S (each 3D redraw costs)
+            if self.rerun is not None:
+                i = self._rerun_index.get(payload["timestamp"], payload["index"])
+                self.rerun.log_pose(i, payload["timestamp"], payload["pose"], payload["ok"])
         elif kind == "snapshot":
             self._show_map(payload)
             self._on_final_snapshot()
@@ -600,6 +626,12 @@ class MainWindow(QtWidgets.QMainWindow):
         gt_positions = self._aligned_ground_truth()
         self.map_view.set_trajectory(update.positions if len(update.positions) else None, gt_positions)
         self.map_view.set_objects(update.objects)
+        if self.rerun is not None and len(update.timestamps):
+            t = float(update.timestamps[-1])
+            i = self._rerun_index.get(t, update.frames - 1)
+            self.rerun.log_map(i, t, update.vertices, update.triangles, update.class_colors, update.objects,
+                               trajectory=update.positions, ground_truth=gt_positions)
+            self.rerun.log_scalars(i, t, ate_m=self.ate)
 
     def _aligned_ground_truth(self) -> np.ndarray | None:
         """Ground-truth camera centres in the map's frame (SE(3) Umeyama over associated poses); sets ATE."""
@@ -616,11 +648,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ate = float(np.sqrt((err ** 2).sum(1).mean()))
         return gt_p[:, :3, 3] @ rot.T + trans
 
+    @staticmethod
+    def _rate(times) -> float:
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
+
     def _update_stats(self) -> None:
         s = self.stats
-
-        def rate(times):
-            return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
+        rate = self._rate
 
         s.set("source", self.source.name if self.source is not None else "-")
         s.set("frames", str(self.frames_shown))
@@ -705,6 +739,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 thread.wait(5000)
         if self.mapper is not None:
             self.mapper.stop()
+        if self.rerun is not None:
+            try:
+                self.rerun.close()
+            except Exception:
+                pass
         if self.source is not None:
             try:
                 self.source.close()

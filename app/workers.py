@@ -213,6 +213,7 @@ class PerceptionResult:
     depth_pred_rgb: np.ndarray | None = None  # coloured on the fixed range, for the panels
     depth_sensor_rgb: np.ndarray | None = None
     seg_overlay: np.ndarray | None = None
+    labels: np.ndarray | None = None  # class ids behind seg_overlay
     seg_source: str = ""  # "prediction" | "ground truth" | ""
     present: tuple = ()
     normals_rgb: np.ndarray | None = None
@@ -314,6 +315,7 @@ class PerceptionThread(QtCore.QThread):
             if res.depth_sensor is not None:
                 res.depth_sensor_rgb = colorize_depth(res.depth_sensor, lut, top)
         if labels is not None:
+            res.labels = labels
             res.seg_overlay = overlay_labels(frame.rgb, labels, ls)
             counts = np.bincount(labels.ravel(), minlength=256)[: ls.num_classes]
             res.present = tuple(int(i) for i in np.flatnonzero(counts))

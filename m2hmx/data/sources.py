@@ -5,7 +5,8 @@ Specs ``open_source`` understands (first match wins):
 - ``synthetic`` or ``synthetic:SEED`` -> a rendered synthetic walkthrough (300 frames, 240x320);
 - an existing path: ``*.sens`` (ScanNet), ``*.mat`` (NYUv2 labelled), a video file, or a folder:
   TUM RGB-D (``rgb.txt`` + ``depth.txt``), ScanNet export (``color/`` + ``depth/``), 7-Scenes
-  (``frame-XXXXXX.color.jpg`` or ``seq-XX/``), a folder holding one ``sceneXXXX_YY.sens``, or images;
+  (``frame-XXXXXX.color.jpg`` or ``seq-XX/``), a folder holding one ``sceneXXXX_YY.sens``, a ROS 2 bag
+  (a folder with ``metadata.yaml``), or images;
 - ``scannet/sceneXXXX[_YY]`` or ``sceneXXXX[_YY]`` -> ``<data_root or $M2HMX_DATA_ROOT>/scannet/sceneXXXX_YY``
   (or ``<root>/scans/sceneXXXX_YY``), an export folder or a folder with the scene's ``.sens``.
 """
@@ -36,8 +37,13 @@ _SCENE = re.compile(r"^(?:scannet/|scans/)?(scene\d{4})(_\d{2})?$")
 
 
 def _open_folder(folder: Path, label_tsv=None):
+    from m2hmx.data.readers.rosbag import is_rosbag
     from m2hmx.data.readers.sevenscenes import SevenScenes, is_7scenes
 
+    if is_rosbag(folder):
+        from m2hmx.data.readers.rosbag import RosbagSource
+
+        return RosbagSource(folder)
     if (folder / "rgb.txt").is_file() and (folder / "depth.txt").is_file():
         from m2hmx.data.readers.tum import TUMSequence
 
@@ -61,7 +67,8 @@ def _open_folder(folder: Path, label_tsv=None):
         from m2hmx.data.readers.video import ImageFolder
 
         return ImageFolder(folder)
-    raise DatasetError(folder, "not a recognised dataset folder (TUM RGB-D, ScanNet export, 7-Scenes, .sens, images)")
+    raise DatasetError(folder, "not a recognised dataset folder (TUM RGB-D, ScanNet export, 7-Scenes, .sens, ROS 2 bag, "
+                               "images)")
 
 
 def _open_file(path: Path):
