@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from m2hmx.data.splits import reserved_seeds_in
 from m2hmx.losses import LossWeights, MultiTaskLoss
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -192,12 +193,10 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
     size = tuple(int(v) for v in data_cfg["size"])
     augment = bool(data_cfg["augment"])
     if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
-        from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
-
         seeds = range(*data_cfg["seeds"])
-        if seeds and seeds[-1] >= FIRST_HELD_OUT_SEED:
-            raise TrainError(f"data.seeds {list(data_cfg['seeds'])} reaches the held-out rooms (seeds from "
-                             f"{FIRST_HELD_OUT_SEED} up); train on seeds below {FIRST_HELD_OUT_SEED}")
+        refusal = reserved_seeds_in(seeds)
+        if refusal:
+            raise TrainError(f"data.seeds {list(data_cfg['seeds'])}: {refusal}")
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
         # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
         # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count;
@@ -217,6 +216,12 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
             raise TrainError(f"data.kind is '{kind}' but data.sources is empty")
     else:
         raise TrainError(f"data.kind '{kind}' is not one of synthetic, sources, nyudv2, cityscapes")
+
+    for spec in specs:  # a generated room given as a source spec is refused like data.seeds
+        seed = str(spec).partition("synthetic:")[2]
+        refusal = reserved_seeds_in(range(int(seed), int(seed) + 1)) if seed.isdigit() else None
+        if refusal:
+            raise TrainError(f"data.sources has {spec}: {refusal}")
 
     def open_train(spec: str):
         if kind == "nyudv2":  # the 795-image train split (splits.mat beside the .mat)

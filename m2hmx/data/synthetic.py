@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from m2hmx.data.frame import Frame
+from m2hmx.data.splits import FIRST_RESERVED_SEED
 from m2hmx.data.transforms import encode_normals, semantic_edges
 from m2hmx.labels import LabelSpace, load_label_space
 
@@ -31,8 +32,9 @@ FPS = 30.0
 HFOV_DEG = 62.0  # horizontal field of view, a typical RGB-D sensor's (Kinect v1 ~ 58-63 deg)
 CEILING = 255  # ScanNet-20 has no ceiling class: ignore
 # Rooms with this seed and above are held out: training refuses them (m2hmx.train.build_dataset), so the bundled
-# model's held-out metrics, the viewer's demo room and the predicted-depth mapping runs use rooms it never saw.
-FIRST_HELD_OUT_SEED = 100_000
+# model's metrics, the viewer's demo room and the predicted-depth mapping runs use rooms it never saw. Which
+# reserved range is validation and which is test: m2hmx.data.splits.
+FIRST_HELD_OUT_SEED = FIRST_RESERVED_SEED
 
 # --------------------------------------------------------------------------------------------
 # Materials: base colour ranges (RGB in [0,1]) and texture patterns.

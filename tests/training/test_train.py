@@ -1,6 +1,7 @@
 """The training loop on a tiny generated scene with a tiny network: it learns, resumes bit-identically,
 runs under DistributedDataParallel (2 gloo processes), and its recipes/overrides fail clearly."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -159,16 +160,25 @@ def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monk
     assert [d.source.source.seed for d in pooled.datasets] == [3, 4, 5]
 
 
-@pytest.mark.parametrize("seeds, allowed", [("[99999,100000]", True), ("[99999,100001]", False),
-                                            ("[100000,100002]", False)])
-def test_training_never_uses_the_held_out_rooms(seeds, allowed):
+@pytest.mark.parametrize("seeds, refused", [("[99999,100000]", None), ("[99999,100001]", "heldout rooms"),
+                                            ("[100000,100002]", "heldout rooms"), ("[0,200001]", "val rooms"),
+                                            ("[900005,900006]", "test rooms (seeds 900000-900119)"),
+                                            ("[950000,950001]", "no named range yet")])
+def test_training_never_uses_the_evaluation_rooms(seeds, refused):
     cfg = load_config("demo", [f"data.seeds={seeds}", "data.frames=1", "data.height=24", "data.width=32",
                                "data.size=[24,32]"])
-    if allowed:  # room 99999 is the last one training may use
+    if refused is None:  # room 99999 is the last one training may use
         assert len(build_dataset(cfg["data"], load_label_space("scannet20"))) == 1
     else:
-        with pytest.raises(TrainError, match="held-out rooms"):
+        with pytest.raises(TrainError, match=re.escape(refused)):
             build_dataset(cfg["data"], load_label_space("scannet20"))
+
+
+def test_training_refuses_a_test_room_given_as_a_source(capsys):
+    assert train_main(["--config", "demo", "--set", "data.kind=sources", "--set",
+                       "data.sources=[synthetic:5,synthetic:900017]", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "synthetic:900017" in err and "test rooms" in err
 
 
 def test_cityscapes_recipe_fails_with_one_line_message(capsys):
