@@ -145,6 +145,19 @@ def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
 
 
+def test_wall_views_add_views_close_to_a_wall_after_each_room_s_walk():
+    cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
+                               "data.width=64", "data.size=[32,48]", "data.augment=false", "data.wall_views=2"])
+    data = build_dataset(cfg["data"], load_label_space("scannet20"))
+    assert len(data) == 10  # frames 0, 8, 16 and two wall views of rooms 5 and 6
+    from m2hmx.data.synthetic import SyntheticSource, wall_views
+
+    room = SyntheticSource(6, 20, 48, 64)
+    expected = room.view(wall_views(room.scene, 2, 6)[1], 21)
+    assert data.datasets[1].source[4].rgb.tobytes() == expected.rgb.tobytes()
+    assert data.datasets[1].source[2].rgb.tobytes() == room[16].rgb.tobytes()
+
+
 def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monkeypatch):
     cfg = load_config("demo", ["data.seeds=[3,6]", "data.frames=20", "data.stride=10", "data.height=48",
                                "data.width=64", "data.size=[32,48]", "data.augment=false"])
