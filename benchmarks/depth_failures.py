@@ -161,8 +161,9 @@ def main() -> None:
         print(f"\n{len(views)} wall views (synthetic.wall_views) of rooms {rows[0]['seed']}-{rows[19]['seed']}: "
               f"AbsRel mean {err.mean():.3f}, median {np.median(err):.3f}, 90th percentile "
               f"{np.percentile(err, 90):.3f}, worst {err.max():.3f}; scale median(pred/gt) median "
-              f"{np.median(scale):.3f}, std {scale.std():.3f}; GT median depth {np.median([v['gt_median_m'] for v in views]):.2f} m, "
-              f"no floor in {np.mean([v['floor'] == 0 for v in views]):.0%}")
+              f"{np.median(scale):.3f}, std {scale.std():.3f}; GT median depth "
+              f"{np.median([v['gt_median_m'] for v in views]):.2f} m, no floor in "
+              f"{np.mean([v['floor'] == 0 for v in views]):.0%}")
     if not args.frames_of:
         return
     names = list(predictor.label_space.names)
