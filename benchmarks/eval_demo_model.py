@@ -9,7 +9,7 @@ one room at a time (a few hundred rooms at once hold a ray caster each) and writ
 Run: ``.venv/bin/python -m benchmarks.eval_demo_model --range test [--checkpoint CKPT] [--write]``.
 ``--rooms-out F`` appends a JSON line per room while it runs; ``--json F`` writes the whole result. ``--write``
 (test range only, the bundled model) puts the result into ``assets/m2hmx-demo.metrics.json`` under ``test``,
-keeping the older ``heldout`` numbers as history, and redraws ``docs/demo_predictions.png``.
+keeping the older ``heldout`` numbers as history; ``--from-json F`` takes it from an earlier run's ``--json``.
 """
 from __future__ import annotations
 
@@ -41,12 +41,24 @@ def main() -> None:
     parser.add_argument("--rooms-out", type=Path, default=None, help="append each room's numbers here (JSONL)")
     parser.add_argument("--json", type=Path, default=None, help="write the whole result here")
     parser.add_argument("--write", action="store_true", help="put the test range's numbers into the card's file")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="with --write: take the numbers from an earlier run's --json instead of scoring again")
     args = parser.parse_args()
     if args.write and (args.range != "test" or Path(args.checkpoint).resolve() != BUNDLED.resolve()):
         sys.exit("eval_demo_model: error: --write is for the bundled model on --range test")
     seeds = SPLITS[args.range][:args.rooms]
     stride = args.stride or DEFAULT_STRIDE[args.range]
     predictor = Predictor.from_checkpoint(args.checkpoint)
+    if args.from_json:
+        if not args.write:
+            sys.exit("eval_demo_model: error: --from-json is for --write")
+        results = json.loads(args.from_json.read_text())
+        run = (results.get("range"), results.get("seeds"), results.get("stride"))
+        if run != (args.range, [seeds[0], seeds[-1]], stride):
+            sys.exit(f"eval_demo_model: error: {args.from_json} is range/seeds/stride {run}, not "
+                     f"{(args.range, [seeds[0], seeds[-1]], stride)}")
+        write_card_metrics(results, predictor)
+        return
     print(f"{describe(args.range)}: scoring {len(seeds)} rooms {seeds[0]}-{seeds[-1]} at stride {stride}",
           flush=True)
     t0 = time.time()
@@ -61,24 +73,28 @@ def main() -> None:
             with open(args.rooms_out, "a") as f:
                 f.write(json.dumps(compact(result)) + "\n")
 
-    grid = str(ROOT / "docs" / "demo_predictions.png") if args.write else None
-    results = evaluate_rooms(predictor, [f"synthetic:{seed}" for seed in seeds], stride, grid, log_room)
+    results = evaluate_rooms(predictor, [f"synthetic:{seed}" for seed in seeds], stride, on_source=log_room)
     results.update(checkpoint=args.checkpoint, range=args.range, seeds=[seeds[0], seeds[-1]])
     print(format_report(results))
     print(f"{len(seeds)} rooms in {time.time() - t0:.0f} s")
     if args.json:
         write_json(compact(results), args.json)
     if args.write:
-        doc = json.loads(CARD_METRICS.read_text())
-        doc["test"] = compact(results)
-        doc["note"] = (f"test: m2hmx-eval --checkpoint assets/m2hmx-demo.safetensors --dataset synthetic:{{{seeds[0]}.."
-                       f"{seeds[-1]}}} --stride {stride} (benchmarks/eval_demo_model.py --range test), the model "
-                       "card's numbers, with per_source each room's and spread their distribution; heldout: the "
-                       "card's rooms 100000-100019 up to stage 14, scored after every stage (history); test_subset "
-                       "is what tests/training/test_demo_model.py reproduces")
-        doc["test_subset"] = {**SUBSET, "results": evaluate_rooms(predictor, [SUBSET["dataset"]],
-                                                                  SUBSET["stride"])}
-        write_json(doc, CARD_METRICS)
+        write_card_metrics(results, predictor)
+
+
+def write_card_metrics(results: dict, predictor: Predictor) -> None:
+    """The test range's ``results`` into the card's metrics file, beside the older ``heldout`` numbers."""
+    first, last = results["seeds"]
+    doc = json.loads(CARD_METRICS.read_text())
+    doc["test"] = compact(results)
+    doc["note"] = (f"test: m2hmx-eval --checkpoint assets/m2hmx-demo.safetensors --dataset synthetic:{{{first}.."
+                   f"{last}}} --stride {results['stride']} (benchmarks/eval_demo_model.py --range test), the model "
+                   "card's numbers, with per_source each room's and spread their distribution; heldout: the "
+                   "card's rooms 100000-100019 up to stage 14, scored after every stage (history); test_subset "
+                   "is what tests/training/test_demo_model.py reproduces")
+    doc["test_subset"] = {**SUBSET, "results": evaluate_rooms(predictor, [SUBSET["dataset"]], SUBSET["stride"])}
+    write_json(doc, CARD_METRICS)
 
 
 def compact(results: dict) -> dict:
