@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="data loader workers")
     parser.add_argument("--render-workers", type=int, default=10, help="processes rendering rooms during training")
     parser.add_argument("--segments", type=int, default=4, help="training segments; rooms are added between them")
+    parser.add_argument("--wall-views", type=int, default=0,
+                        help="data.wall_views: views close to a wall added to each room (0 through stage 14)")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--sec-per-step", type=float, default=0.0, help="known step time (0: a 40-step timing run)")
@@ -74,7 +76,8 @@ def train_within_budget(args: argparse.Namespace) -> None:
 
     log(f"torch {torch.__version__}, {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
     base = [f"train.init_from={args.init}", f"train.batch_size={args.batch}", f"train.num_workers={args.workers}",
-            f"optim.lr={args.lr}", f"optim.warmup_steps={args.warmup}", "train.threads=null"]
+            f"optim.lr={args.lr}", f"optim.warmup_steps={args.warmup}", "train.threads=null",
+            f"data.wall_views={args.wall_views}"]
     cfg = T.load_config("demo", base)
     label_space = load_label_space(T.build_model_config(cfg["model"]).label_space)
 

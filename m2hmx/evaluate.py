@@ -20,13 +20,14 @@ class EvalError(Exception):
     """A model/dataset mismatch, reported as one line."""
 
 
-def evaluate(predictor, sources: list, min_depth: float, max_depth: float, max_frames: int | None = None,
+def evaluate(predictor, sources, min_depth: float, max_depth: float, max_frames: int | None = None,
              stride: int = 1, grid_path: str | Path | None = None, grid_frames: int = 2,
-             progress: bool = True) -> dict:
-    """Run ``predictor`` over every ``stride``-th frame (at most ``max_frames`` each) of ``sources`` as one test
-    set: one confusion matrix, normal-angle histogram and edge count over all frames, depth errors averaged over
-    frames, the depth scale's std within each source. With several sources, ``per_source`` holds each one's own
-    results. The grid shows frames of the first source."""
+             progress: bool = True, on_source=None) -> dict:
+    """Run ``predictor`` over every ``stride``-th frame (at most ``max_frames`` each) of ``sources`` (any iterable,
+    used once, in order) as one test set: one confusion matrix, normal-angle histogram and edge count over all
+    frames, depth errors averaged over frames, the depth scale's std within each source. With several sources,
+    ``per_source`` holds each one's own results (also passed to ``on_source`` as each is done) and ``spread``
+    their distribution over sources (``spread_over_sources``). The grid shows frames of the first source."""
     space = predictor.label_space
     pooled, per_source, grid_rows = None, [], []
     for k, source in enumerate(sources):
@@ -39,6 +40,8 @@ def evaluate(predictor, sources: list, min_depth: float, max_depth: float, max_f
         used = _accumulate(predictor, source, meters, stride, max_frames, grid_frames if grid_path and k == 0 else 0,
                            grid_rows, progress)
         per_source.append(_results(source.name, used, meters, space))
+        if on_source is not None:
+            on_source(per_source[-1])
         if pooled is None:
             pooled = meters
         else:
@@ -49,6 +52,7 @@ def evaluate(predictor, sources: list, min_depth: float, max_depth: float, max_f
     results.update(stride=stride, depth_range=[min_depth, max_depth])
     if len(per_source) > 1:
         results["per_source"] = per_source
+        results["spread"] = spread_over_sources(per_source)
     if grid_rows:
         save_grid(grid_rows, space, grid_path, max_depth)
     return results
@@ -76,6 +80,41 @@ def _accumulate(predictor, source, meters: dict, stride: int, max_frames: int | 
     if used == 0:
         raise EvalError(f"{source.name}: no frames to evaluate")
     return used
+
+
+# (task, key, label, True where larger is worse): the per-source numbers whose spread is reported
+SPREAD = [("depth", "abs_rel", "AbsRel", True), ("depth", "delta1", "d<1.25", False),
+          ("depth", "scale_median_std", "scale std", True), ("semseg", "miou", "mIoU", False)]
+
+
+def spread_over_sources(per_source: list[dict]) -> dict:
+    """Per metric of ``SPREAD``: the median over sources, the 90th percentile on the bad side (``p90`` where larger
+    is worse, else ``p10``), the worst value and the source it came from. What pooled numbers hide: a few rooms
+    that fail outright."""
+    spread = {}
+    for task, key, _, larger_is_worse in SPREAD:
+        named = [(r[task][key], r["dataset"]) for r in per_source if task in r and key in r[task]]
+        if not named:
+            continue
+        values = np.array([v for v, _ in named])
+        worst = int(np.argmax(values) if larger_is_worse else np.argmin(values))
+        spread[key] = {"median": float(np.median(values)),
+                       ("p90" if larger_is_worse else "p10"): float(np.percentile(values,
+                                                                                 90 if larger_is_worse else 10)),
+                       "worst": float(values[worst]), "worst_dataset": named[worst][1], "sources": len(values)}
+    return spread
+
+
+def format_spread(spread: dict) -> list[str]:
+    """Lines of a table of ``spread_over_sources``'s result."""
+    lines = [f"{'spread over datasets':<22}{'median':>10}{'p90 (bad)':>11}{'worst':>10}  worst dataset"]
+    for _, key, label, larger_is_worse in SPREAD:
+        if key in spread:
+            s = spread[key]
+            lines.append(f"{label:<22}{s['median']:10.4f}{s['p90' if larger_is_worse else 'p10']:11.4f}"
+                         f"{s['worst']:10.4f}  {s['worst_dataset']}")
+    lines.append("(p90 (bad): the 90th percentile where larger is worse, the 10th where smaller is worse)")
+    return lines
 
 
 def _results(name: str, frames: int, meters: dict, space) -> dict:
@@ -137,6 +176,8 @@ def format_report(results: dict) -> str:
         e = results["edge"]
         lines.append(f"edge     F (ODS-like, not SEISM) {e['f_ods']:.4f} @ {e['threshold']:.2f}   "
                      f"P {e['precision']:.4f}  R {e['recall']:.4f}")
+    if results.get("spread"):
+        lines += [""] + format_spread(results["spread"])
     if "semseg" in results:
         lines.append("")
         lines.append(f"{'class':<22}{'IoU':>8}")

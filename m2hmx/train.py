@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from m2hmx.data.splits import reserved_seeds_in
 from m2hmx.losses import LossWeights, MultiTaskLoss
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -38,6 +39,7 @@ DEFAULTS: dict = {
         "seeds": [0, 16],  # synthetic: rooms range(start, stop)
         "frames": 300,  # synthetic: length of each room's walkthrough (30 Hz)
         "stride": 50,  # synthetic: train on every stride-th frame of each walk
+        "wall_views": 0,  # synthetic: and on this many views close to a wall per room (synthetic.wall_views)
         "height": 240, "width": 320,  # synthetic: rendered size
         "sources": [],  # sources: specs for m2hmx.data.sources.open_source
         "data_root": None,
@@ -149,17 +151,22 @@ def _replace_fields(obj, overrides: dict, where: str):
 
 # ------------------------------------------------------------------------------------------- data
 class FrameSubset:
-    """Every ``stride``-th frame of a random-access frame source (what ``FrameDataset`` needs)."""
+    """Every ``stride``-th frame of a random-access frame source (what ``FrameDataset`` needs), then the views
+    from ``extra_poses`` (camera-to-world) that the source renders with ``view`` (``SyntheticSource``)."""
 
-    def __init__(self, source, stride: int):
-        self.source, self.stride = source, int(stride)
+    def __init__(self, source, stride: int, extra_poses=()):
+        self.source, self.stride, self.extra_poses = source, int(stride), list(extra_poses)
         self.name, self.label_space = source.name, source.label_space
+        self.indices = range(0, len(source), self.stride)
 
     def __len__(self) -> int:
-        return len(range(0, len(self.source), self.stride))
+        return len(self.indices) + len(self.extra_poses)
 
     def __getitem__(self, i: int):
-        return self.source[range(0, len(self.source), self.stride)[i]]
+        if i < len(self.indices):
+            return self.source[self.indices[i]]
+        k = i - len(self.indices)
+        return self.source.view(self.extra_poses[k], len(self.source) + k)
 
     def close(self) -> None:
         self.source.close()
@@ -168,12 +175,13 @@ class FrameSubset:
 def render_room(job):
     """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache.
     ``job``: (seed, the recipe's ``data`` section, label space)."""
-    from m2hmx.data.synthetic import SyntheticSource
+    from m2hmx.data.synthetic import SyntheticSource, wall_views
     from m2hmx.data.torch_datasets import FrameDataset
 
     seed, data_cfg, label_space = job
     room = SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]), int(data_cfg["width"]))
-    ds = FrameDataset(FrameSubset(room, data_cfg["stride"]), size=tuple(int(v) for v in data_cfg["size"]),
+    extra = wall_views(room.scene, int(data_cfg["wall_views"]), seed) if data_cfg["wall_views"] else ()
+    ds = FrameDataset(FrameSubset(room, data_cfg["stride"], extra), size=tuple(int(v) for v in data_cfg["size"]),
                       augment=bool(data_cfg["augment"]), label_space=label_space)
     ds.preload()
     return ds
@@ -192,12 +200,10 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
     size = tuple(int(v) for v in data_cfg["size"])
     augment = bool(data_cfg["augment"])
     if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
-        from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
-
         seeds = range(*data_cfg["seeds"])
-        if seeds and seeds[-1] >= FIRST_HELD_OUT_SEED:
-            raise TrainError(f"data.seeds {list(data_cfg['seeds'])} reaches the held-out rooms (seeds from "
-                             f"{FIRST_HELD_OUT_SEED} up); train on seeds below {FIRST_HELD_OUT_SEED}")
+        refusal = reserved_seeds_in(seeds)
+        if refusal:
+            raise TrainError(f"data.seeds {list(data_cfg['seeds'])}: {refusal}")
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
         # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
         # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count;
@@ -217,6 +223,12 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
             raise TrainError(f"data.kind is '{kind}' but data.sources is empty")
     else:
         raise TrainError(f"data.kind '{kind}' is not one of synthetic, sources, nyudv2, cityscapes")
+
+    for spec in specs:  # a generated room given as a source spec is refused like data.seeds
+        seed = str(spec).partition("synthetic:")[2]
+        refusal = reserved_seeds_in(range(int(seed), int(seed) + 1)) if seed.isdigit() else None
+        if refusal:
+            raise TrainError(f"data.sources has {spec}: {refusal}")
 
     def open_train(spec: str):
         if kind == "nyudv2":  # the 795-image train split (splits.mat beside the .mat)

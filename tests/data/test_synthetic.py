@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m2hmx.data.readers.scannet import ScanNetExport
-from m2hmx.data.synthetic import SyntheticSource, make_scene, write_scene
+from m2hmx.data.synthetic import SyntheticSource, make_scene, wall_views, write_scene
 
 H, W = 96, 128
 
@@ -154,3 +154,26 @@ def test_cli_writes_a_scene(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "s"), "--seed", "1", "--frames", "2", "--height", "32", "--width", "40"]) == 0
     assert sorted(p.name for p in (tmp_path / "s" / "depth").iterdir()) == ["0.png", "1.png"]
     assert cv2.imread(str(tmp_path / "s" / "color" / "1.jpg")).shape == (32, 40, 3)
+
+
+def test_wall_views_face_a_nearby_wall_with_little_floor_in_sight():
+    src = SyntheticSource(seed=5, frames=2, height=48, width=64)
+    walk = src[0].rgb.tobytes()
+    poses = wall_views(src.scene, 8, seed=5)
+    assert poses.shape == (8, 4, 4)
+    assert np.array_equal(poses, wall_views(src.scene, 8, seed=5))  # a function of the seed
+    W_, D_, H_ = src.scene.room_size
+    floor, wall = src.label_space.names.index("floor"), src.label_space.names.index("wall")
+    no_floor, medians = 0, []
+    for k, pose in enumerate(poses):
+        c = pose[:3, 3]
+        assert 0.25 < c[0] < W_ - 0.25 and 0.25 < c[1] < D_ - 0.25 and 1.0 <= c[2] <= 1.8
+        assert not any(np.all((c > o.aabb_min) & (c < o.aabb_max)) for o in src.scene.objects)
+        assert abs(pose[2, 2]) < 0.6  # the view axis is near level (pitch -32 to +6 deg)
+        frame = src.view(pose, 2 + k)
+        valid = frame.depth > 0
+        assert valid.mean() > 0.99 and frame.depth[valid].min() > 0.1
+        medians.append(np.median(frame.depth[valid]))
+        no_floor += (frame.labels == floor).mean() < 0.02
+    assert np.median(medians) < 1.6 and no_floor >= 4  # close, and mostly without the floor (walk: 0.2-0.5 of it)
+    assert src[0].rgb.tobytes() == walk  # the walkthrough is unchanged

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from m2hmx.data.synthetic import SyntheticSource
-from m2hmx.evaluate import EvalError, evaluate, format_report
+from m2hmx.evaluate import EvalError, evaluate, format_report, spread_over_sources
 from m2hmx.labels import load_label_space
 
 
@@ -70,3 +70,28 @@ def test_several_sources_are_one_test_set_with_each_one_reported(source):
     assert r["depth"]["scale_median_mean"] == pytest.approx(1.1, abs=1e-3)
     text = format_report(r)
     assert "2 datasets as one test set" in text and other.name in text
+
+
+def test_spread_over_sources_names_the_worst_one(source):
+    other = SyntheticSource(seed=8, frames=2, height=48, width=64)
+    predictor = KnownErrorPredictor(source, depth_scale=1.1)
+    predictor.frames.update({f.rgb.tobytes(): f for f in other})
+    seen = []
+    r = evaluate(predictor, iter([source, other]), 0.1, 10.0, progress=False, on_source=seen.append)
+    assert [s["dataset"] for s in seen] == [source.name, other.name]  # each as it is done
+    spread = r["spread"]["abs_rel"]
+    assert spread["median"] == pytest.approx(0.1, abs=2e-3) and spread["worst"] == pytest.approx(0.1, abs=2e-3)
+    assert r["spread"]["scale_median_std"]["p90"] == pytest.approx(0.0, abs=1e-6)
+    assert "spread over datasets" in format_report(r)
+
+
+def test_spread_percentiles_on_the_bad_side():
+    rooms = [{"dataset": f"room{k}", "depth": {"abs_rel": 0.05 + 0.01 * k, "delta1": 0.99 - 0.01 * k,
+                                               "scale_median_std": 0.02}} for k in range(11)]
+    rooms[3]["depth"]["abs_rel"] = 0.5  # one room fails outright
+    spread = spread_over_sources(rooms)
+    assert spread["abs_rel"]["worst"] == 0.5 and spread["abs_rel"]["worst_dataset"] == "room3"
+    assert spread["abs_rel"]["median"] == pytest.approx(0.11)  # sorted: .05 .06 .07 .09 .10 .11 ...: the 6th of 11
+    assert spread["abs_rel"]["p90"] == pytest.approx(0.15)  # 0.14, 0.15, 0.5 at the top: numpy's linear p90
+    assert spread["delta1"]["worst"] == pytest.approx(0.89) and spread["delta1"]["p10"] == pytest.approx(0.90)
+    assert "miou" not in spread

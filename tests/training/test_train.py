@@ -1,6 +1,7 @@
 """The training loop on a tiny generated scene with a tiny network: it learns, resumes bit-identically,
 runs under DistributedDataParallel (2 gloo processes), and its recipes/overrides fail clearly."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -144,6 +145,20 @@ def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     assert data.datasets[1].source[1].rgb.tobytes() == expected.rgb.tobytes()
 
 
+def test_wall_views_add_views_close_to_a_wall_after_each_room_s_walk(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # rendered in this process: no start-up
+    cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
+                               "data.width=64", "data.size=[32,48]", "data.augment=false", "data.wall_views=2"])
+    data = build_dataset(cfg["data"], load_label_space("scannet20"))
+    assert len(data) == 10  # frames 0, 8, 16 and two wall views of rooms 5 and 6
+    from m2hmx.data.synthetic import SyntheticSource, wall_views
+
+    room = SyntheticSource(6, 20, 48, 64)
+    expected = room.view(wall_views(room.scene, 2, 6)[1], 21)
+    assert data.datasets[1].source[4].rgb.tobytes() == expected.rgb.tobytes()
+    assert data.datasets[1].source[2].rgb.tobytes() == room[16].rgb.tobytes()
+
+
 def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monkeypatch):
     cfg = load_config("demo", ["data.seeds=[3,6]", "data.frames=20", "data.stride=10", "data.height=48",
                                "data.width=64", "data.size=[32,48]", "data.augment=false"])
@@ -159,16 +174,24 @@ def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monk
     assert [d.source.source.seed for d in pooled.datasets] == [3, 4, 5]
 
 
-@pytest.mark.parametrize("seeds, allowed", [("[99999,100000]", True), ("[99999,100001]", False),
-                                            ("[100000,100002]", False)])
-def test_training_never_uses_the_held_out_rooms(seeds, allowed):
+@pytest.mark.parametrize("seeds, refused", [("[99999,100000]", None), ("[99999,100001]", "heldout rooms"),
+                                            ("[100000,100002]", "heldout rooms"), ("[0,200001]", "val rooms"),
+                                            ("[900005,900006]", "test rooms (seeds 900000-900119)"),
+                                            ("[950000,950001]", "no named range yet")])
+def test_training_never_uses_the_evaluation_rooms(seeds, refused):
     cfg = load_config("demo", [f"data.seeds={seeds}", "data.frames=1", "data.height=24", "data.width=32",
                                "data.size=[24,32]"])
-    if allowed:  # room 99999 is the last one training may use
+    if refused is None:  # room 99999 is the last one training may use
         assert len(build_dataset(cfg["data"], load_label_space("scannet20"))) == 1
     else:
-        with pytest.raises(TrainError, match="held-out rooms"):
+        with pytest.raises(TrainError, match=re.escape(refused)):
             build_dataset(cfg["data"], load_label_space("scannet20"))
+
+
+def test_training_refuses_a_test_room_given_as_a_source():
+    cfg = load_config("demo", ["data.kind=sources", "data.sources=[synthetic:5,synthetic:900017]"])
+    with pytest.raises(TrainError, match=r"data.sources has synthetic:900017: .*test rooms \(seeds 900000-900119\)"):
+        build_dataset(cfg["data"], load_label_space("scannet20"))
 
 
 def test_cityscapes_recipe_fails_with_one_line_message(capsys):
