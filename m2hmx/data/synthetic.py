@@ -910,15 +910,14 @@ class SyntheticSource:
         if not -self.num_frames <= i < self.num_frames:
             raise IndexError(i)
         i %= self.num_frames
-        return self.view(self.poses[i], i)
-
-    def view(self, pose: np.ndarray, index: int) -> Frame:
-        """The room seen from any camera-to-world ``pose`` (e.g. ``wall_views``), as frame ``index``."""
-        if self._renderer is None:
-            self._renderer = Renderer(self.scene, self.K, self.height, self.width)
-        frame = self._renderer.render(self.poses[i], i, i / FPS)
+        frame = self.view(self.poses[i], i)
         frame.imu = self.imu.between((i - 1) / FPS if i else -math.inf, frame.timestamp)
         return frame
+
+    def view(self, pose: np.ndarray, index: int) -> Frame:
+        """The room seen from any camera-to-world ``pose`` (e.g. ``wall_views``), as frame ``index`` (no IMU)."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.scene, self.K, self.height, self.width)
         return self._renderer.render(pose, index, index / FPS)
 
     def __iter__(self):
