@@ -26,6 +26,7 @@ class SourceSpec:
 
     kind: str = "demo"  # demo | camera | realsense | realsense-bag | dataset | video
     value: str | None = None  # camera index, serial, file or dataset spec
+    record: str | None = None  # realsense: also record the camera's streams to this .bag
     data_root: str | None = None
     demo_seed: int = FIRST_HELD_OUT_SEED  # a room the bundled model never saw in training
     demo_frames: int = 300
@@ -49,7 +50,8 @@ def open_viewer_source(spec: SourceSpec, size: tuple[int, int] | None = None):
         return CameraSource(int(spec.value))
     if spec.kind in ("realsense", "realsense-bag"):
         return RealSenseSource(serial=spec.value if spec.kind == "realsense" else None,
-                               bag=spec.value if spec.kind == "realsense-bag" else None)
+                               bag=spec.value if spec.kind == "realsense-bag" else None,
+                               record=spec.record if spec.kind == "realsense" else None)
     from m2hmx.data.sources import open_source
 
     try:
@@ -136,12 +138,14 @@ def _import_realsense():
 
 class RealSenseSource:
     """An Intel RealSense camera (live, or a recording played back): colour plus the sensor's depth aligned
-    to the colour image (metres). K comes from the colour stream's calibration."""
+    to the colour image (metres). K comes from the colour stream's calibration. ``record``: a live camera's
+    streams are also written to this ``.bag`` (librealsense's recorder), which ``m2hmx-adapt`` and
+    ``--realsense-bag`` read back."""
 
     label_space = None
 
     def __init__(self, serial: str | None = None, bag: str | None = None, width: int = 640, height: int = 480,
-                 fps: int = 30):
+                 fps: int = 30, record: str | None = None):
         rs = _import_realsense()
         self._rs = rs
         self.live = bag is None
@@ -162,6 +166,8 @@ class RealSenseSource:
                 cfg.enable_device(serial)
             cfg.enable_stream(rs.stream.color, width, height, rs.format.rgb8, fps)
             cfg.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
+            if record:
+                cfg.enable_record_to_file(str(record))
         try:
             profile = self._pipe.start(cfg)
         except RuntimeError as exc:
