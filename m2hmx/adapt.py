@@ -48,7 +48,7 @@ class AdaptConfig:
     frames: tuple[int, int | None] = (0, None)
     holdout: float = 0.1
     parts: tuple[str, ...] | None = ("heads", "decoder", "hfa")
-    lr: float = 3e-4
+    lr: float = 5e-4
     warmup_steps: int = 20
     batch_size: int = 4
     far: float = 5.0
@@ -189,7 +189,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     from m2hmx.checkpoint import CheckpointError, load_model, read_checkpoint_info, save_checkpoint
     from m2hmx.data.torch_datasets import FrameDataset
     from m2hmx.predictor import Predictor
-    from m2hmx.train import DEFAULTS, TrainError, train
+    from m2hmx.train import DEFAULTS, TrainError, check_prefixes, train
 
     config = config or AdaptConfig()
     t0 = time.perf_counter() if started is None else started
@@ -209,10 +209,24 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
         raise AdaptError(str(exc)) from None
     long_side = round(WORK_LONG_SIDE * max(net_config.image_size))
     frames = read_recording(source, config.frames, long_side, progress, deadline=t0 + 0.5 * budget)
+
+    def refuse(what: str):
+        return AdaptError(f"the budget of {config.minutes:g} min is spent {what} ({len(frames)} frames read, "
+                          f"{time.perf_counter() - t0:.0f} s gone); give more --minutes or fewer --frames")
+
+    if budget - (time.perf_counter() - t0) < 10.0:  # loading and scoring the model alone take seconds
+        raise refuse("before the model is loaded")
+    tick = time.perf_counter()
     try:
         teacher = load_model(checkpoint, config.device)
     except CheckpointError as exc:
         raise AdaptError(str(exc)) from None
+    load_s = time.perf_counter() - tick  # what building the trained copy will take too
+    if config.parts is not None:
+        try:
+            check_prefixes(teacher, config.parts)
+        except TrainError as exc:
+            raise AdaptError(str(exc).replace("train.trainable", "--train")) from None
     first = config.frames[0]
     n_hold = int(round(config.holdout * len(frames)))
     if n_hold and len(frames) - n_hold < config.batch_size:
@@ -237,12 +251,10 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
                            augment=True, label_space=None)
     work = Path(tempfile.mkdtemp(prefix="m2hmx-adapt-"))
     try:
-        margin = 1.0 + 0.005 * budget  # saving the model and writing the card
+        margin = 2.0 + 0.01 * budget  # saving the model and writing the card, on a busy machine
         train_s = budget - (time.perf_counter() - t0) - 1.5 * score_s - margin
-        if train_s <= 1.0:
-            raise AdaptError(f"the budget of {config.minutes:g} min is spent before training starts (reading "
-                             f"{len(frames)} frames and scoring took {time.perf_counter() - t0:.0f} s); give more "
-                             "--minutes or fewer --frames")
+        if train_s <= load_s + 1.0:
+            raise refuse("before training starts")
         cfg = copy.deepcopy(DEFAULTS)
         cfg["config_file"] = "adapt"
         overrides = net_config.to_dict()
@@ -262,6 +274,8 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
             raise AdaptError(str(exc)) from None
         train_wall = time.perf_counter() - tick
         steps = _last_step(work / "log.csv")
+        if steps == 0:
+            raise refuse("before the first training step")
         model = module.model.eval()
         after, after_labels = _score(Predictor(model, config.device), held, net_config.min_depth,
                                      net_config.max_depth) if held else ({}, [])
@@ -278,7 +292,9 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
             "train_frames": list(result.train_frames), "holdout_frames": result.holdout_frames and list(
                 result.holdout_frames), "steps": steps, "minutes": config.minutes, "log_vars": log_vars,
             "holdout_before": before, "holdout_after": after, "label_agreement": agreement})
-        shutil.copyfile(work / "log.csv", out.with_name(out.stem + ".train_log.csv"))
+        log = out.with_name(out.stem + ".train_log.csv")
+        shutil.copyfile(work / "log.csv", log.with_name(f".{log.name}.tmp"))
+        os.replace(log.with_name(f".{log.name}.tmp"), log)
         result.wall_s = time.perf_counter() - t0
         _write_card(result, config, checkpoint, recording or source.name, held, net_config)
         result.wall_s = time.perf_counter() - t0

@@ -408,9 +408,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ train
-def freeze_except(model: nn.Module, prefixes) -> int:
-    """Train only parameters whose name starts with one of ``prefixes`` (others stop needing gradients; a
-    frozen parameter, e.g. a LoRA-adapted backbone weight, is never unfrozen). Returns the trainable count."""
+def check_prefixes(model: nn.Module, prefixes) -> tuple[str, ...]:
+    """``prefixes`` (parameter-name prefixes), or a TrainError naming those that match no parameter of ``model``."""
     prefixes = tuple(str(p).rstrip(".") for p in prefixes)
     names = [name for name, _ in model.named_parameters()]
     unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
@@ -418,6 +417,13 @@ def freeze_except(model: nn.Module, prefixes) -> int:
         tops = sorted({n.split(".")[0] for n in names})
         raise TrainError(f"train.trainable {list(unknown)} names no parameters of the network (top level: {tops}; "
                          f"e.g. heads.depth, decoder)")
+    return prefixes
+
+
+def freeze_except(model: nn.Module, prefixes) -> int:
+    """Train only parameters whose name starts with one of ``prefixes`` (others stop needing gradients; a
+    frozen parameter, e.g. a LoRA-adapted backbone weight, is never unfrozen). Returns the trainable count."""
+    prefixes = check_prefixes(model, prefixes)
     count = 0
     for name, p in model.named_parameters():
         if not any(name == q or name.startswith(q + ".") for q in prefixes):
@@ -536,13 +542,15 @@ def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_
     step = start
     clock["start"] = time.perf_counter()
     save_s = 0.0 if budget_s is None else 2.0  # the final save is part of the budget
+    last_step_at = clock["start"]
     try:
         for batch in loader:
-            if budget_s is not None:  # stop when one more step (at the mean pace so far) would overrun the budget
+            if budget_s is not None:  # stop when one more step (as slow as the mean or the last) would overrun it
                 now = time.perf_counter()
-                pace = (now - clock["start"]) / (step - start) if step > start else 0.0
+                pace = max((now - clock["start"]) / (step - start), now - last_step_at) if step > start else 0.0
                 if now - called + pace > budget_s - save_s:
                     break
+                last_step_at = now
             batch = _to_device(batch, device)
             if add_targets is not None:
                 batch = add_targets(batch)

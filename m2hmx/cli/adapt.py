@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default="heads,decoder,hfa", metavar="PARTS",
                    help="comma-separated parts that learn (parameter-name prefixes, e.g. heads.depth,decoder), or "
                         "'all' (heads,decoder,hfa)")
-    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate (3e-4), cosine over the budget")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (5e-4), cosine over the budget")
     p.add_argument("--far", type=float, default=5.0, metavar="M",
                    help="sensor depth beyond M metres is not a target (5)")
     p.add_argument("--device", default="cpu")

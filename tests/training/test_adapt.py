@@ -51,7 +51,7 @@ def adapted(tmp_path_factory):
         pytest.skip("bundled model missing")
     out = tmp_path_factory.mktemp("adapt") / "room.safetensors"
     source = ScaledDepth(SyntheticSource(ROOM, frames=60, height=120, width=160), SCALE)
-    config = AdaptConfig(minutes=10, steps=STEPS, holdout=0.3, parts=("heads", "decoder"), lr=1e-3,
+    config = AdaptConfig(minutes=60, steps=STEPS, holdout=0.3, parts=("heads", "decoder"), lr=1e-3,
                          warmup_steps=5, eval_frames=6, threads=2)
     return adapt(source, BUNDLED, out, config, recording="scaled room"), source
 
@@ -71,7 +71,7 @@ def test_the_budget_is_respected(tmp_path):
     """A budget that ends the run early (the step limit is far off): the whole call fits in it, or, on a machine
     too busy to train at all within it, is refused within it, writing nothing."""
     source = ScaledDepth(SyntheticSource(ROOM, frames=20, height=60, width=80), SCALE)
-    minutes, out = 0.3, tmp_path / "m.safetensors"
+    minutes, out = 0.4, tmp_path / "m.safetensors"
     t0 = time.perf_counter()
     try:
         result = adapt(source, BUNDLED, out, AdaptConfig(minutes=minutes, holdout=0.2, eval_frames=2), started=t0)
@@ -126,7 +126,7 @@ def test_a_recording_without_depth_is_refused_in_one_line(tmp_path, capsys):
     (["--recording", "/no/such/recording"], "no such file"),
 ])
 def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
-    base = {"--recording": "synthetic:200001", "--out": str(tmp_path / "m.safetensors"), "--minutes": "0.5",
+    base = {"--recording": "synthetic:200001", "--out": str(tmp_path / "m.safetensors"), "--minutes": "5",
             "--frames": "0:8"}
     for k, v in zip(args[::2], args[1::2]):
         base[k] = v
@@ -154,3 +154,28 @@ def test_a_realsense_bag_without_pyrealsense2_says_how_to_install(tmp_path, monk
     assert adapt_main(["--recording", str(bag), "--out", str(tmp_path / "m.safetensors"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "pip install 'm2hmx[realsense]'" in err
+
+
+def test_lora_adapters_learn_while_the_frozen_backbone_stays(tmp_path):
+    """A paper-style model (frozen ViT + LoRA): with --train backbone,heads.depth only the LoRA matrices of the
+    backbone and the depth head change."""
+    import torch
+
+    from m2hmx.checkpoint import load_model, save_checkpoint
+    from m2hmx.config import BackboneConfig, LoRAConfig, M2HMXConfig
+    from m2hmx.model import build_model
+
+    torch.manual_seed(0)
+    config = M2HMXConfig(name="tiny", num_classes=20, label_space="scannet20", image_size=(48, 64),
+                         backbone=BackboneConfig(hidden_size=64, num_layers=4, num_heads=2, intermediate_size=128,
+                                                 layer_indices=(0, 1, 2, 3)),
+                         lora=LoRAConfig(style="paper", r=4, alpha=8), decoder_dim=32, d_state=4, depth_bins=8)
+    start = save_checkpoint(tmp_path / "tiny.safetensors", build_model(config))
+    source = ScaledDepth(SyntheticSource(ROOM, frames=8, height=48, width=64), SCALE)
+    result = adapt(source, start, tmp_path / "lora.safetensors",
+                   AdaptConfig(minutes=5, steps=3, holdout=0.0, parts=("backbone", "heads.depth"), lr=1e-2,
+                               warmup_steps=0, batch_size=2))
+    before, after = load_model(start).state_dict(), load_model(result.out).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("lora_" in k or k.startswith("heads.depth.") for k in changed)
+    assert any("lora_" in k for k in changed) and any(k.startswith("heads.depth.") for k in changed)
