@@ -20,6 +20,7 @@ examples:
   m2hmx-viewer --camera 0                        webcam (K guessed from a 60 deg field of view)
   m2hmx-viewer --realsense                       first RealSense found; its depth shown beside the prediction
   m2hmx-viewer --realsense-bag walk.bag          a RealSense recording (.bag / .db3)
+  m2hmx-viewer --realsense --record room.bag     ... and record it, for m2hmx-adapt --recording room.bag
   m2hmx-viewer --dataset scannet/scene0011 --data-root ~/data
   m2hmx-viewer --dataset ~/data/scene0011_00.sens --checkpoint runs/best.safetensors
   m2hmx-viewer --dataset ~/data/rgbd_dataset_freiburg1_desk --labelspace nyu40 --checkpoint nyu.safetensors
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a ScanNet export folder or .sens, TUM RGB-D or 7-Scenes folder, NYUv2 .mat, image "
                           "folder, 'scannet/sceneXXXX' (under --data-root) or 'synthetic:SEED'")
     src.add_argument("--video", metavar="FILE", help="a video file")
+    group.add_argument("--record", metavar="FILE.bag",
+                       help="with --realsense: also record the camera to this .bag (for m2hmx-adapt)")
     group.add_argument("--demo-seed", type=int, default=FIRST_HELD_OUT_SEED, metavar="SEED",
                        help=f"seed of the generated demo room (from {FIRST_HELD_OUT_SEED} up: rooms the bundled "
                             "model never saw in training)")
@@ -132,7 +135,7 @@ def options_from_args(args: argparse.Namespace):
     if args.camera is not None:
         spec = SourceSpec("camera", str(args.camera))
     elif args.realsense is not None:
-        spec = SourceSpec("realsense", args.realsense or None)
+        spec = SourceSpec("realsense", args.realsense or None, record=args.record)
     elif args.realsense_bag:
         spec = SourceSpec("realsense-bag", args.realsense_bag)
     elif args.dataset:
@@ -162,6 +165,14 @@ def options_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.record is not None:
+        record = Path(args.record)
+        if args.realsense is None:
+            parser.error("--record needs --realsense (it records the live camera)")
+        if record.suffix.lower() != ".bag":
+            parser.error(f"--record {record}: the recording must end in .bag")
+        if not record.resolve().parent.is_dir():
+            parser.error(f"--record {record}: folder {record.resolve().parent} does not exist")
     if args.labelspace:
         from m2hmx.labels import load_label_space
 

@@ -26,6 +26,7 @@ class SourceSpec:
 
     kind: str = "demo"  # demo | camera | realsense | realsense-bag | dataset | video
     value: str | None = None  # camera index, serial, file or dataset spec
+    record: str | None = None  # realsense: also record the camera's streams to this .bag
     data_root: str | None = None
     demo_seed: int = FIRST_HELD_OUT_SEED  # a room the bundled model never saw in training
     demo_frames: int = 300
@@ -49,7 +50,8 @@ def open_viewer_source(spec: SourceSpec, size: tuple[int, int] | None = None):
         return CameraSource(int(spec.value))
     if spec.kind in ("realsense", "realsense-bag"):
         return RealSenseSource(serial=spec.value if spec.kind == "realsense" else None,
-                               bag=spec.value if spec.kind == "realsense-bag" else None)
+                               bag=spec.value if spec.kind == "realsense-bag" else None,
+                               record=spec.record if spec.kind == "realsense" else None)
     from m2hmx.data.sources import open_source
 
     try:
@@ -182,13 +184,15 @@ class RealSenseSource:
     gyro and accel streams become ``Frame.imu`` (gyro times, accel interpolated; the IMU's axes and the
     colour camera's pose in them from the device's extrinsics); without them frames carry no IMU. Frames arrive
     through a callback, so motion samples keep coming while a frame is processed; a live frame not taken in time
-    is replaced by the newest, whose IMU then covers the dropped one's interval too."""
+    is replaced by the newest, whose IMU then covers the dropped one's interval too. ``record``: a live camera's
+    streams are also written to this ``.bag`` (librealsense's recorder), which ``m2hmx-adapt`` and
+    ``--realsense-bag`` read back."""
 
     label_space = None
     GYRO_HZ, ACCEL_HZ = 200, 250  # D435i stream rates (BMI055: gyro 200/400 Hz, accel 63/250 Hz)
 
     def __init__(self, serial: str | None = None, bag: str | None = None, width: int = 640, height: int = 480,
-                 fps: int = 30):
+                 fps: int = 30, record: str | None = None):
         import queue
 
         rs = _import_realsense()
@@ -220,6 +224,8 @@ class RealSenseSource:
             if any(p.stream_type() == rs.stream.gyro for s in device.query_sensors() for p in s.get_stream_profiles()):
                 cfg.enable_stream(rs.stream.accel, rs.format.motion_xyz32f, self.ACCEL_HZ)
                 cfg.enable_stream(rs.stream.gyro, rs.format.motion_xyz32f, self.GYRO_HZ)
+            if record:
+                cfg.enable_record_to_file(str(record))
         try:
             profile = self._pipe.start(cfg, self._on_frame)
         except RuntimeError as exc:

@@ -51,7 +51,9 @@ DEFAULTS: dict = {
     "loss": {},  # fields of m2hmx.losses.LossWeights
     "train": {"steps": 40000, "batch_size": 8, "num_workers": 0, "seed": 0, "out_dir": "runs/m2hmx",
               "ckpt_every": 1000, "log_every": 20, "threads": None, "device": "auto", "bf16": True,
-              "resume": False, "stop_at": None, "init_from": None},
+              "resume": False, "stop_at": None, "init_from": None,
+              "minutes": None,  # wall-clock budget of the whole call: stop before it is spent, schedule by time
+              "trainable": None},  # parameter-name prefixes to train (e.g. [heads.depth, decoder]); None: all
 }
 
 FREE_SECTIONS = ("model.overrides", "loss")
@@ -360,11 +362,15 @@ def param_groups(module: TrainModule, optim_cfg: dict) -> list[dict]:
             for (nd, bb), ps in sorted(groups.items())]
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float) -> float:
-    """Linear warm-up from 0 over ``warmup`` steps, then poly(power) or cosine decay to 0 at ``total``."""
+def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float,
+              time_progress: float | None = None) -> float:
+    """Linear warm-up from 0 over ``warmup`` steps, then poly(power) or cosine decay to 0 at ``total``, or,
+    with a time budget, at the end of the budget (``time_progress`` = fraction of it spent, when further)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if time_progress is not None:
+        progress = max(progress, min(1.0, time_progress))
     if schedule == "poly":
         return (1.0 - progress) ** power
     if schedule == "cosine":
@@ -414,9 +420,38 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ train
-def train(cfg: dict, progress: bool = True) -> TrainModule:
+def check_prefixes(model: nn.Module, prefixes) -> tuple[str, ...]:
+    """``prefixes`` (parameter-name prefixes), or a TrainError naming those that match no parameter of ``model``."""
+    prefixes = tuple(str(p).rstrip(".") for p in prefixes)
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n == p or n.startswith(p + ".") for n in names)]
+    if unknown:
+        tops = sorted({n.split(".")[0] for n in names})
+        raise TrainError(f"train.trainable {list(unknown)} names no parameters of the network (top level: {tops}; "
+                         f"e.g. heads.depth, decoder)")
+    return prefixes
+
+
+def freeze_except(model: nn.Module, prefixes) -> int:
+    """Train only parameters whose name starts with one of ``prefixes`` (others stop needing gradients; a
+    frozen parameter, e.g. a LoRA-adapted backbone weight, is never unfrozen). Returns the trainable count."""
+    prefixes = check_prefixes(model, prefixes)
+    count = 0
+    for name, p in model.named_parameters():
+        if not any(name == q or name.startswith(q + ".") for q in prefixes):
+            p.requires_grad_(False)
+        elif p.requires_grad:
+            count += p.numel()
+    return count
+
+
+def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_targets=None) -> TrainModule:
     """Run (or resume) the recipe ``cfg``; writes ``<out_dir>/{last.pt, model.safetensors, log.csv,
-    config.yaml}`` and returns the trained network + loss module (each rank its own copy)."""
+    config.yaml}`` and returns the trained network + loss module (each rank its own copy).
+
+    ``dataset``: train on these items instead of building ``cfg["data"]`` (e.g. one recording's frames);
+    ``add_targets(batch) -> batch``: called on each batch on the device before the forward pass (e.g. targets
+    distilled from a teacher network)."""
     from tqdm import tqdm
 
     from m2hmx.checkpoint import save_checkpoint
@@ -424,6 +459,7 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
     from m2hmx.model import build_model
 
     tcfg, ocfg = cfg["train"], cfg["optim"]
+    called = time.perf_counter()
     if tcfg["threads"]:
         torch.set_num_threads(int(tcfg["threads"]))
     rank, world, device = _dist_setup(tcfg["device"])
@@ -435,7 +471,8 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
 
     model_config = build_model_config(cfg["model"])
     label_space = load_label_space(model_config.label_space)
-    dataset = SeededItems(build_dataset(cfg["data"], label_space, progress and main_rank))
+    dataset = SeededItems(dataset if dataset is not None else
+                          build_dataset(cfg["data"], label_space, progress and main_rank))
     model = build_model(model_config)
     try:
         weights = LossWeights(**cfg["loss"])
@@ -444,11 +481,21 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
     criterion = MultiTaskLoss(model_config.tasks, model_config.min_depth, model_config.max_depth, weights)
     module = TrainModule(model, criterion, "cuda" if device.type == "cuda" and tcfg["bf16"] else None)
     module.to(device).train()
+    if tcfg["trainable"] is not None:
+        freeze_except(model, tcfg["trainable"])
 
     optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=tuple(ocfg["betas"]))
     total = int(tcfg["steps"])
+    budget_s = None if tcfg["minutes"] is None else 60.0 * float(tcfg["minutes"])
+    clock = {"start": None}  # the schedule's clock runs from the first step, the budget from this call
+
+    def time_progress() -> float | None:
+        if budget_s is None or clock["start"] is None:
+            return None
+        return (time.perf_counter() - clock["start"]) / max(1e-6, budget_s - (clock["start"] - called))
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"])))
+        s, total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"]), time_progress()))
 
     out_dir = Path(tcfg["out_dir"])
     last = out_dir / "last.pt"
@@ -501,11 +548,24 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
         _trim_log(log_path, fields, start)
     sums: dict[str, float] = {}
     count, tick = 0, time.perf_counter()
-    bar = tqdm(total=stop, initial=start, desc="train", disable=not (progress and main_rank), dynamic_ncols=True)
+    bar = tqdm(total=stop if budget_s is None else round(budget_s), initial=start if budget_s is None else 0,
+               unit="step" if budget_s is None else "s", desc="train", disable=not (progress and main_rank),
+               dynamic_ncols=True)
     step = start
+    clock["start"] = time.perf_counter()
+    save_s = 0.0 if budget_s is None else 2.0  # the final save is part of the budget
+    last_step_at = clock["start"]
     try:
         for batch in loader:
+            if budget_s is not None:  # stop when one more step (as slow as the mean or the last) would overrun it
+                now = time.perf_counter()
+                pace = max((now - clock["start"]) / (step - start), now - last_step_at) if step > start else 0.0
+                if now - called + pace > budget_s - save_s:
+                    break
+                last_step_at = now
             batch = _to_device(batch, device)
+            if add_targets is not None:
+                batch = add_targets(batch)
             loss, parts = net(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -518,8 +578,12 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
                 sums[f"loss_{t}"] = sums.get(f"loss_{t}", 0.0) + v.item()
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
             count += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if budget_s is None:
+                bar.update(1)
+            else:
+                bar.n = min(round(budget_s), round(time.perf_counter() - clock["start"]))
+                bar.refresh()
+            bar.set_postfix(step=step, loss=f"{loss.item():.3f}")
             if main_rank and (step % int(tcfg["log_every"]) == 0 or step == stop):
                 now = time.perf_counter()
                 row = {k: v / count for k, v in sums.items()}
@@ -537,6 +601,13 @@ def train(cfg: dict, progress: bool = True) -> TrainModule:
             bar.write(f"interrupted at step {step}: saving {last}")
     finally:
         bar.close()
+    if main_rank and count:  # steps since the last log row (a budget or an interrupt ended the run)
+        row = {k: v / count for k, v in sums.items()}
+        row.update(step=step, epoch=step // sampler.per_epoch, lr=scheduler.get_last_lr()[0],
+                   sec_per_step=(time.perf_counter() - tick) / count)
+        if criterion.uncertainty is not None:
+            row.update(zip((f"logvar_{t}" for t in criterion.uncertainty.tasks), criterion.uncertainty.log_vars.tolist()))
+        _append_log(log_path, fields, row)
     save(step)
     if world > 1:
         torch.distributed.barrier()

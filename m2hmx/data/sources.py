@@ -3,7 +3,8 @@
 Specs ``open_source`` understands (first match wins):
 
 - ``synthetic`` or ``synthetic:SEED`` -> a rendered synthetic walkthrough (300 frames, 240x320);
-- an existing path: ``*.sens`` (ScanNet), ``*.mat`` (NYUv2 labelled), a video file, or a folder:
+- an existing path: ``*.sens`` (ScanNet), ``*.bag`` (RealSense, needs pyrealsense2), ``*.mat`` (NYUv2
+  labelled), a video file, or a folder:
   TUM RGB-D (``rgb.txt`` + ``depth.txt``), ScanNet export (``color/`` + ``depth/``), 7-Scenes
   (``frame-XXXXXX.color.jpg`` or ``seq-XX/``), a folder holding one ``sceneXXXX_YY.sens``, a ROS 2 bag
   (a folder with ``metadata.yaml``), or images;
@@ -77,6 +78,10 @@ def _open_file(path: Path):
         from m2hmx.data.readers.sens import SensFile
 
         return SensFile(path)
+    if suffix == ".bag":
+        from m2hmx.data.readers.realsense import RealSenseBag
+
+        return RealSenseBag(path)
     if suffix == ".mat":
         from m2hmx.data.readers.nyu import NYUv2Labeled
 
@@ -85,7 +90,7 @@ def _open_file(path: Path):
 
     if suffix in VIDEO_EXTS:
         return VideoFile(path)
-    raise DatasetError(path, f"unsupported file type '{suffix}' (.sens, .mat, {', '.join(VIDEO_EXTS)})")
+    raise DatasetError(path, f"unsupported file type '{suffix}' (.sens, .bag, .mat, {', '.join(VIDEO_EXTS)})")
 
 
 def resolve_scene(spec: str, data_root: str | None = None) -> Path | None:
