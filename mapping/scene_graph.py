@@ -90,7 +90,8 @@ class SceneGraph:
             attrs.semantic_label = int(o.class_id)
             attrs.name = o.name
             attrs.color = np.asarray(label_space.colors[o.class_id], np.uint8)
-            attrs.bounding_box = dsg.BoundingBox(np.asarray(o.bbox_min, np.float32), np.asarray(o.bbox_max, np.float32))
+            lo, hi = np.asarray(o.bbox_min, np.float32), np.asarray(o.bbox_max, np.float32)
+            attrs.bounding_box = dsg.BoundingBox(hi - lo, (lo + hi) / 2)  # spark-dsg: (dimensions, centre)
             graph.add_node(LAYER_OBJECTS, dsg.NodeSymbol("O", o.id), attrs)
         for p in self.places:
             attrs = dsg.PlaceNodeAttributes()
