@@ -5,9 +5,7 @@ the mapping process's messages. Loading (source, network) happens in a thread so
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from app.widgets.legend import ClassLegend
 from app.widgets.map_view import MapView
 from app.widgets.stats import StatsPanel
 from app.workers import CaptureThread, LatestSlot, MappingClient, PerceptionThread, one_line, plain
+from mapping.atomic import atomic_path
 from mapping.trajectory import associate, umeyama
 
 SHORTCUTS = (  # (action key, keys, description): the Help menu lists these
@@ -66,20 +65,16 @@ class ViewerOptions:
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
-    """Atomically write ``image`` as PNG (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not image.save(tmp, "PNG"):
-            raise OSError(f"{path}: could not write the PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Atomically write ``image`` as PNG; the file must read back at the image's size before it replaces
+    ``path`` (``mapping.atomic``)."""
+    def check(tmp: Path) -> None:
+        if QtGui.QImageReader(str(tmp)).size() != image.size():
+            raise OSError(5, "the written PNG does not read back")
+
+    with atomic_path(path, check) as tmp:
+        if not image.save(str(tmp), "PNG"):
+            raise OSError(5, "Qt could not write the PNG")
+    return Path(path)
 
 
 def up_transform(first_pose: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from m2hmx.losses import LossWeights, MultiTaskLoss
+from mapping.atomic import atomic_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -362,9 +363,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float) -
 
 # ------------------------------------------------------------------------------------ checkpoints
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_state() -> dict:
