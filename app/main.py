@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     wake.start(200)
     app.exec()
     window.shutdown()
-    code = 1 if window.source is None else 0
+    code = 1 if window.run_failed or window.source is None else 0  # a script can tell a failed run
     # Destroy the window (and its OpenGL view) now, while the QApplication exists: left to interpreter exit, the
     # order is arbitrary, and Qt objects that outlive the application can crash the process as it ends.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

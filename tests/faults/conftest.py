@@ -48,3 +48,57 @@ def tmpfs(folder: Path, size_bytes: int):
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def gl_display():
+    import os
+
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"):
+        pytest.skip("the 3D view needs an X display with OpenGL (install Xvfb: pytest-xvfb starts it)")
+
+
+@pytest.fixture
+def viewer(qtbot, gl_display, tmp_path):
+    """A viewer window on a generated room at 120x160 without a network; keywords override ViewerOptions."""
+    from PyQt6 import QtCore
+
+    from app.sources import SourceSpec
+    from app.window import MainWindow, ViewerOptions
+
+    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+
+    def make(**kw) -> MainWindow:
+        options = dict(source=SourceSpec("demo", demo_seed=0, demo_frames=40), checkpoint=None, size=(120, 160),
+                       output_dir=str(tmp_path / "out"), snapshot_every_s=0.5)
+        options.update(kw)
+        window = MainWindow(ViewerOptions(**options))
+        qtbot.addWidget(window)
+        window.resize(1000, 640)
+        window.show()
+        return window
+
+    return make
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path):
+    """A folder nobody can write into, root included: a read-only tmpfs (root), else mode 0555."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"root cannot be kept from writing without a read-only mount ({done.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
