@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from app.pipeline import ODOMETRY_CHOICES
 
 
@@ -134,11 +136,11 @@ def _run(args) -> int:
         try:
             metrics["ate_rmse_m"] = ate_rmse(gt, est, max_diff=0.02)
             metrics["ate_sim3_rmse_m"], metrics["ate_sim3_scale"] = ate_with_scale(gt, est, max_diff=0.02)
-        except TrajectoryError as exc:
+        except (TrajectoryError, np.linalg.LinAlgError) as exc:
             metrics["ate_error"] = str(exc)
         try:
             metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = rpe_rmse(gt, est, delta_s=1.0, max_diff=0.02)
-        except TrajectoryError:  # under a second of poses: the RPE stays None
+        except (TrajectoryError, np.linalg.LinAlgError):  # under a second of poses: the RPE stays None
             pass
     if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
         truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]

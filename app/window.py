@@ -651,7 +651,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if len(i_gt) < 3:
             return None
         a, b = gt_p[i_gt, :3, 3], est_p[i_est, :3, 3]
-        rot, trans, _ = umeyama(a, b)
+        finite = np.isfinite(a).all(1) & np.isfinite(b).all(1)  # a bad ground-truth value must not stop the view
+        if finite.sum() < 3:
+            return None
+        a, b = a[finite], b[finite]
+        try:
+            rot, trans, _ = umeyama(a, b)
+        except np.linalg.LinAlgError:
+            return None
         err = b - (a @ rot.T + trans)
         self.ate = float(np.sqrt((err ** 2).sum(1).mean()))
         return gt_p[:, :3, 3] @ rot.T + trans
