@@ -32,9 +32,11 @@ def read_tum_list(path: Path, min_fields: int, numeric: int = 1) -> list[list[st
     """Non-comment lines of a TUM list file, split on whitespace; the first ``numeric`` fields must be finite
     numbers, and with 8 numeric fields (a pose: t tx ty tz qx qy qz qw) the quaternion must not be zero."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
     except FileNotFoundError:
         raise DatasetError(path, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, f"not a text file (byte {exc.start} is not UTF-8)") from None
     rows = []
     for num, line in enumerate(lines, 1):
         line = line.strip()
