@@ -280,7 +280,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_error(self, text: str) -> None:
         """A clear message in the window (and on stderr); the app stays up."""
-        print(f"m2hmx-viewer: {text}", file=sys.stderr)
+        try:
+            print(f"m2hmx-viewer: {text}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed: the window still shows it
+            pass
         self.errors.append(text)
         self.error_label.setText(text)
         self.error_label.setToolTip("\n".join(list(self.errors)[-10:]))
@@ -292,7 +295,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def say(self, text: str, timeout_ms: int = 8000) -> None:
         """A result the user asked for (a file written): in the status bar and on stdout."""
-        print(f"m2hmx-viewer: {text}", flush=True)
+        try:
+            print(f"m2hmx-viewer: {text}", flush=True)
+        except (OSError, ValueError):  # stdout closed (a pipe whose reader went away): the status bar still says it
+            pass
         self.status(text, timeout_ms)
 
     def _update_mode_label(self) -> None:
