@@ -41,14 +41,23 @@ def _voxel_size(text: str) -> float:
 
 
 def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write (then remove) a probe file in it, so an unwritable --out fails at once,
-    not after mapping the whole sequence."""
+    """Fail at once, not after mapping the whole sequence, when --out cannot be written: an existing folder gets
+    a probe file written and removed; a new one is not created yet (a bad --dataset must leave nothing), its
+    nearest existing parent must be a writable folder."""
+    import os
     import tempfile
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".m2hmx-probe-"):
-            pass
+        if folder.is_dir():
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".m2hmx-probe-"):
+                return
+        parent = folder.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise OSError(f"{parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OSError(f"cannot create folders in {parent}")
     except OSError as exc:
         raise OSError(f"--out {folder} is not writable: {exc.strerror or exc}") from None
 

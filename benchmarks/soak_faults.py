@@ -2,7 +2,7 @@
 killed (SIGKILL) at K seeded random frames; after each death the viewer starts mapping again (the "M" action),
 which first exports the dead map. Every export is read back and compared with the map the window held.
 
-    .venv/bin/python -m benchmarks.soak_faults [--frames 3000] [--kills 3] [--size 120x160] [--seed 0]
+    .venv/bin/python -m benchmarks.soak_faults [--frames 3000] [--kills 3] [--first 300] [--size 120x160] [--seed 0]
 
 Needs an X display with OpenGL (an Xvfb is started when $DISPLAY is unset). Not a CI test: it runs for minutes.
 """
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--kills", type=int, default=3)
     p.add_argument("--size", default="120x160")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", type=int, default=300, help="no kill before this frame (300)")
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     ensure_display()
@@ -73,8 +74,8 @@ def main(argv=None) -> int:
     from app.window import MainWindow, ViewerOptions
 
     rng = np.random.default_rng(args.seed)
-    span = (args.frames - 300) // args.kills
-    kill_at = sorted(int(300 + k * span + rng.integers(0, max(span - 150, 1))) for k in range(args.kills))
+    span = (args.frames - args.first) // args.kills  # one kill at a random frame of each span, none in its last half
+    kill_at = sorted(int(args.first + k * span + rng.integers(0, max(span // 2, 1))) for k in range(args.kills))
     QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     tmp = Path(tempfile.mkdtemp(prefix="soak_faults_"))

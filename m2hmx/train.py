@@ -144,8 +144,8 @@ def validate_config(cfg: dict) -> None:
         value = cfg[section][key]
         if name != "data.seeds" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise TrainError(f"config key '{name}' must be a list of numbers, got {value!r}")
-    if len(cfg["data"]["size"]) != 2 or min(cfg["data"]["size"]) < 32:
-        raise TrainError(f"config key 'data.size' must be [height, width], each >= 32, got {cfg['data']['size']!r}")
+    if len(cfg["data"]["size"]) != 2 or min(cfg["data"]["size"]) < 16:  # one 16-pixel ViT patch at least
+        raise TrainError(f"config key 'data.size' must be [height, width], each >= 16, got {cfg['data']['size']!r}")
     if cfg["optim"]["schedule"] not in ("poly", "cosine"):
         raise TrainError(f"optim.schedule '{cfg['optim']['schedule']}' is not poly or cosine")
     build_model_config(cfg["model"])
