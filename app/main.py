@@ -26,8 +26,8 @@ examples:
   m2hmx-viewer --video hallway.mp4 --depth-scale 1.1
   m2hmx-viewer --max-frames 120 --screenshot docs/screenshot.png --export out/map --quit-when-done
 
-keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, C colour mode, D depth source,
-      S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
+keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, M restart mapping, C colour mode,
+      D depth source, S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
 """
 
 
