@@ -57,7 +57,8 @@ def test_mapping_process_killed_then_started_again(viewer, qtbot, tmp_path):
 
     kill_at = int(random.Random(os.environ.get("M2HMX_FAULT_SEED", "0")).randint(3, 25))  # a random frame
     window = viewer(source=SourceSpec("demo", demo_seed=0, demo_frames=300))
-    qtbot.waitUntil(lambda: window.last_map is not None and len(window.est_t) >= kill_at, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.last_map is not None and len(window.last_map.vertices) > 0
+                    and len(window.est_t) >= kill_at, timeout=WAIT_MS)
     os.kill(window.mapper.pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: "mapping process died" in window.error_label.text(), timeout=WAIT_MS)
     window._update_stats()
@@ -65,9 +66,9 @@ def test_mapping_process_killed_then_started_again(viewer, qtbot, tmp_path):
     assert window.actions_by_key["restart_mapping"].isEnabled()
     before = window.last_map
     window.export_map(tmp_path / "dead")  # the GUI's copy, every format it holds (a large mesh comes as points)
-    mesh = {"mesh.ply", "mesh_rgb.ply", "mesh.glb"} if before.triangles is not None else set()
-    assert {p.name for p in (tmp_path / "dead").iterdir()} == set(EXPORT_FILES) - {"mesh.ply", "mesh_rgb.ply",
-                                                                                  "mesh.glb"} | mesh
+    mesh = {"mesh.ply", "mesh_rgb.ply", "mesh.glb"}
+    held = set(EXPORT_FILES) - (set() if before.triangles is not None and len(before.triangles) else mesh)
+    assert {p.name for p in (tmp_path / "dead").iterdir()} == held
     window.restart_mapping()
     assert window.mapper.alive() and window.last_map is None
     saved = list((tmp_path / "out").glob("map-*-before-restart"))  # the dead map, written before the restart
