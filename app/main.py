@@ -28,8 +28,8 @@ examples:
   m2hmx-viewer --dataset runs/bag --rerun        a ROS 2 bag, also logged live to Rerun
   m2hmx-viewer --max-frames 120 --screenshot docs/screenshot.png --export out/map --quit-when-done
 
-keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, C colour mode, D depth source,
-      S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
+keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, M restart mapping, C colour mode,
+      D depth source, S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
 """
 
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     wake.start(200)
     app.exec()
     window.shutdown()
-    code = 1 if window.source is None else 0
+    code = 1 if window.run_failed or window.source is None else 0  # a script can tell a failed run
     # Destroy the window (and its OpenGL view) now, while the QApplication exists: left to interpreter exit, the
     # order is arbitrary, and Qt objects that outlive the application can crash the process as it ends.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,54 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from app.pipeline import ODOMETRY_CHOICES
+
+
+VOXEL_RANGE = (0.002, 0.5)  # metres: below 2 mm a room's TSDF exhausts memory, above 0.5 m nothing is left of it
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _voxel_size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of metres, got '{text}'") from None
+    if not VOXEL_RANGE[0] <= value <= VOXEL_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be between {VOXEL_RANGE[0]} and {VOXEL_RANGE[1]} m, got {text}")
+    return value
+
+
+def check_writable(folder: Path) -> None:
+    """Fail at once, not after mapping the whole sequence, when --out cannot be written: an existing folder gets
+    a probe file written and removed; a new one is not created yet (a bad --dataset must leave nothing), its
+    nearest existing parent must be a writable folder."""
+    import os
+    import tempfile
+
+    try:
+        if folder.is_dir():
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".m2hmx-probe-"):
+                return
+        parent = folder.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise OSError(f"{parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OSError(f"cannot create folders in {parent}")
+    except OSError as exc:
+        raise OSError(f"--out {folder} is not writable: {exc.strerror or exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default=None, help="network for --depth pred / labels "
                    "(default assets/m2hmx-demo.safetensors with --depth pred)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
+    p.add_argument("--max-frames", type=_at_least_one, default=None)
+    p.add_argument("--stride", type=_at_least_one, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                    help="frame-to-model odometry; default hybrid with --depth pred, point_to_plane otherwise")
-    p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None,
+                   help=f"TSDF voxel (m, {VOXEL_RANGE[0]}-{VOXEL_RANGE[1]}); default by image width")
     p.add_argument("--no-progress", action="store_true")
     live = p.add_argument_group("Rerun and ROS 2 (extras 'rerun' and 'ros')")
     live.add_argument("--rerun", action="store_true", help="log the run live to a Rerun viewer it spawns")
@@ -45,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl+C, during the export: the previous export stays whole
         print("m2hmx-map: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line for the user, no traceback
@@ -81,6 +129,7 @@ def _run(args) -> int:
     from mapping.scene_graph import score_objects
     from mapping.trajectory import TrajectoryError, ate_rmse, ate_with_scale, rpe_rmse
 
+    check_writable(Path(args.out))
     source = open_source(args.dataset)
     predictor = None
     if args.depth == "pred" or args.checkpoint:
@@ -124,11 +173,11 @@ def _run(args) -> int:
         try:
             metrics["ate_rmse_m"] = ate_rmse(gt, est, max_diff=0.02)
             metrics["ate_sim3_rmse_m"], metrics["ate_sim3_scale"] = ate_with_scale(gt, est, max_diff=0.02)
-        except TrajectoryError as exc:
+        except (TrajectoryError, np.linalg.LinAlgError) as exc:
             metrics["ate_error"] = str(exc)
         try:
             metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = rpe_rmse(gt, est, delta_s=1.0, max_diff=0.02)
-        except TrajectoryError:  # under a second of poses: the RPE stays None
+        except (TrajectoryError, np.linalg.LinAlgError):  # under a second of poses: the RPE stays None
             pass
     if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
         truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
@@ -144,6 +193,9 @@ def _run(args) -> int:
           + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
              if objects else "") + f"; wrote {len(written) + 1} files to {out}" + extra)
+    if run["interrupted"]:
+        print(f"m2hmx-map: {run['error']} (map up to that frame exported)", file=sys.stderr)
+        return 130
     if run["error"]:
         print(f"m2hmx-map: error: {run['error']} (map up to that frame exported)", file=sys.stderr)
         return 1

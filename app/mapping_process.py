@@ -6,7 +6,7 @@ process they would freeze the window; in a process started with the "spawn" cont
 Queues: ``frames`` has room for one ``PerceptionFrame`` (for live sources the sender replaces a stale
 one and counts it as dropped); ``commands`` carries ("reset" | "snapshot" | "export" | "stop", arg)
 and is never dropped; ``results`` carries ("ready" | "step" | "snapshot" | "error" | "exported" |
-"idle" | "stopped", (generation, payload)) back. Every ``snapshot_every_s`` seconds of mapping (longer
+"export_failed" | "idle" | "stopped", (generation, payload)) back. Every ``snapshot_every_s`` seconds of mapping (longer
 when extraction is slow), on request, and when it catches up, the process sends a ``MapUpdate``: the
 mesh when it is small, else a decimated point sample, plus trajectory and objects, so the GUI never
 extracts or receives the whole map per frame. A frame that fails (a bad frame, an Open3D error) is
@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import queue
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +75,8 @@ def make_update(snap, frames: int, extract_ms: float) -> MapUpdate:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
+    if type(exc).__module__.split(".")[0] == "mapping" and text:  # the project's errors name file and cause
+        return text[-1]
     return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
 
@@ -126,10 +127,12 @@ def mapping_main(label_space, config, frames, commands, results, snapshot_every_
             elif cmd == "snapshot":
                 send_snapshot()
             elif cmd == "export":
-                results.put(("exported", (generation, [str(p) for p in bridge.export(arg)])))
+                try:
+                    results.put(("exported", (generation, [str(p) for p in bridge.export(arg)])))
+                except Exception as exc:  # a full disk, a read-only folder: the window must hear of it
+                    results.put(("export_failed", (generation, f"export to {arg} failed: {_one_line(exc)}")))
         except Exception as exc:  # report, keep the map
             results.put(("error", (generation, f"mapping: {cmd} failed: {_one_line(exc)}")))
-            traceback.print_exc()
         return True
 
     while True:

@@ -47,7 +47,7 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
 
     The first frame's ground-truth pose (when the source has one) anchors the map in the source's world
     frame; with ``gt_poses`` every frame's ground-truth pose is used instead of tracking. With ``stride``, the IMU
-    samples of skipped frames go with the next mapped one. An error on a frame stops the run but keeps the map
+    samples of skipped frames go with the next mapped one. An error on a frame, or Ctrl+C (``"interrupted"``), stops the run but keeps the map
     built so far (the caller exports it). ``on_step(step)`` and ``on_frame(frame, prediction, perception_frame,
     step)`` are called after each mapped frame."""
     from tqdm import tqdm
@@ -63,7 +63,7 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
         if max_frames is not None:
             total = min(total, max_frames)
     num_classes = bridge.label_space.num_classes
-    gt_t, gt_p, error, done = [], [], None, 0
+    gt_t, gt_p, error, done, interrupted = [], [], None, 0, False
     bar = tqdm(total=total, disable=not progress, unit="frame", desc="mapping")
     skipped_imu = None  # IMU samples of frames skipped by ``stride``: they go with the next mapped frame
     try:
@@ -90,7 +90,10 @@ def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_
             bar.set_postfix(fail=bridge.failures)
     except (InterfaceError, DatasetError, ValueError, RuntimeError, OSError) as exc:
         error = f"frame {done}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    except KeyboardInterrupt:  # Ctrl+C: like a frame error, the map so far is kept for the caller to export
+        error, interrupted = f"interrupted at frame {done}", True
     finally:
         bar.close()
     gt = (np.array(gt_t), np.array(gt_p)) if len(gt_p) >= 3 else None
-    return {"frames": done, "failures": bridge.failures, "gt": gt, "error": error}
+    return {"frames": done, "failures": bridge.failures, "gt": gt, "error": error,
+            "interrupted": interrupted}

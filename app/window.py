@@ -5,9 +5,7 @@ the mapping process's messages. Loading (source, network) happens in a thread so
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from app.widgets.legend import ClassLegend
 from app.widgets.map_view import MapView
 from app.widgets.stats import StatsPanel
 from app.workers import CaptureThread, LatestSlot, MappingClient, PerceptionThread, one_line, plain
+from mapping.atomic import atomic_path
 from mapping.trajectory import associate, umeyama
 
 SHORTCUTS = (  # (action key, keys, description): the Help menu lists these
@@ -29,6 +28,8 @@ SHORTCUTS = (  # (action key, keys, description): the Help menu lists these
     ("step", ("N", "Right"), "step one frame (pauses)"),
     ("restart", ("R",), "restart the source from its first frame (resets the map)"),
     ("reset_map", ("Ctrl+R",), "reset the map (keep playing)"),
+    ("restart_mapping", ("M",), "start mapping again after the mapping process died (a new map; the last one "
+                                "stays exportable)"),
     ("color_mode", ("C",), "3D map colours: class / RGB"),
     ("depth_source", ("D",), "depth into the map: predicted / sensor (resets the map)"),
     ("screenshot", ("S",), "screenshot: window and 3D view PNGs into the output folder"),
@@ -67,20 +68,16 @@ class ViewerOptions:
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
-    """Atomically write ``image`` as PNG (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not image.save(tmp, "PNG"):
-            raise OSError(f"{path}: could not write the PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Atomically write ``image`` as PNG; the file must read back at the image's size before it replaces
+    ``path`` (``mapping.atomic``)."""
+    def check(tmp: Path) -> None:
+        if QtGui.QImageReader(str(tmp)).size() != image.size():
+            raise OSError(5, "the written PNG does not read back")
+
+    with atomic_path(path, check) as tmp:
+        if not image.save(str(tmp), "PNG"):
+            raise OSError(5, "Qt could not write the PNG")
+    return Path(path)
 
 
 def up_transform(first_pose: np.ndarray) -> np.ndarray:
@@ -167,6 +164,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.last_result = None
         self.last_map = None  # the newest MapUpdate: kept (and exportable) if the mapping process dies
         self.mapping_dead_reported = False
+        self.run_failed = False  # a source, model, mapping-process, export or screenshot failure: exit code 1
+        self.dead_maps: list = []  # the last MapUpdate of each mapping process that died (exportable)
+        self._old_mappers: list = []  # clients of dead mapping processes, closed at shutdown
         self._told_nothing_to_map = False
         self.exported_paths: list[str] = []
         self._pending_export: str | None = None
@@ -238,6 +238,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.actions_by_key: dict[str, QtGui.QAction] = {}
         handlers = {
             "play": self.toggle_play, "step": self.step, "restart": self.restart, "reset_map": self.reset_map,
+            "restart_mapping": self.restart_mapping,
             "color_mode": self.toggle_color_mode, "depth_source": self.toggle_depth_source,
             "screenshot": lambda: self.save_screenshots(), "screenshot_as": self.screenshot_as,
             "export": lambda: self.export_map(), "export_as": self.export_as, "help": self.show_help,
@@ -253,9 +254,10 @@ class MainWindow(QtWidgets.QMainWindow):
         a = self.actions_by_key
         a["play"].setCheckable(True)
         a["play"].setChecked(True)
+        a["restart_mapping"].setEnabled(False)  # until the mapping process dies
         menus = {
             "&File": ("screenshot", "screenshot_as", "export", "export_as", None, "quit"),
-            "&Playback": ("play", "step", "restart", None, "reset_map"),
+            "&Playback": ("play", "step", "restart", None, "reset_map", "restart_mapping"),
             "&View": ("color_mode", "depth_source"),
             "&Help": ("help",),
         }
@@ -281,32 +283,49 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_error(self, text: str) -> None:
         """A clear message in the window (and on stderr); the app stays up."""
-        print(f"m2hmx-viewer: {text}", file=sys.stderr)
+        try:
+            print(f"m2hmx-viewer: {text}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed: the window still shows it
+            pass
         self.errors.append(text)
         self.error_label.setText(text)
         self.error_label.setToolTip("\n".join(list(self.errors)[-10:]))
+
+    def fail(self, text: str) -> None:
+        """``show_error`` for a failure of the run: the viewer then exits with code 1."""
+        self.run_failed = True
+        self.show_error(text)
+
+    def say(self, text: str, timeout_ms: int = 8000) -> None:
+        """A result the user asked for (a file written): in the status bar and on stdout."""
+        try:
+            print(f"m2hmx-viewer: {text}", flush=True)
+        except (OSError, ValueError):  # stdout closed (a pipe whose reader went away): the status bar still says it
+            pass
+        self.status(text, timeout_ms)
 
     def _update_mode_label(self) -> None:
         depth = "predicted" if self.depth_source == "pred" else "sensor"
         if self.predictor is None and self.source is not None:
             depth = "sensor (no model)"
         paused = self.capture is not None and self.capture.paused
-        self.mode_label.setText(f"  {'PAUSED' if paused else 'playing'}  |  map colours: {self.map_view.color_mode}"
+        state = "NO SOURCE" if self.capture is None and self.run_failed else ("PAUSED" if paused else "playing")
+        self.mode_label.setText(f"  {state}  |  map colours: {self.map_view.color_mode}"
                                 f"  |  depth into map: {depth}  ")
 
     # ------------------------------------------------------------------------------------------ start
     def _on_loaded(self, source, predictor, source_error: str, model_error: str) -> None:
         opts = self.options
         if model_error:
-            self.show_error(model_error)
+            self.fail(model_error)
         elif opts.checkpoint_note:
             self.show_error(opts.checkpoint_note)
         if source is None:
-            self.show_error(source_error)
+            self.fail(source_error)
             self.status("no source: " + source_error)
             self.rgb_panel.show_message("no source")
-            self._finish_state = "done"
-            self._finished()
+            self._update_mode_label()
+            self._after_final_snapshot()  # --screenshot shows the error; --export says there is no map
             return
         self.source, self.predictor = source, predictor
         from m2hmx.labels import load_label_space
@@ -397,6 +416,27 @@ class MainWindow(QtWidgets.QMainWindow):
         self._finish_state = None
         self.status("restarted from the first frame")
 
+    def restart_mapping(self) -> None:
+        """A new mapping process and a new map after the old process died. The old process's last map is first
+        written (every format it holds) to ``<output-dir>/map-<time>-before-restart``, so it is not lost."""
+        if self.label_space is None or (self.mapper is not None and self.mapper.alive()):
+            return
+        if self.last_map is not None:
+            self.export_map(Path(self.options.output_dir) / f"map-{self._stamp()}-before-restart")
+        if self.mapper is not None:
+            self.mapper.stopped = True  # its queues stay open: the perception thread may be handing it a frame
+            self._old_mappers.append(self.mapper)
+        if self.last_map is not None:
+            self.dead_maps.append(self.last_map)
+        self._start_mapping()
+        if self.perception is not None:
+            self.perception.mapper = self.mapper
+        self.mapping_dead_reported = False
+        self.actions_by_key["restart_mapping"].setEnabled(False)
+        self._reset_map_state()
+        self.tracking_text = "-"
+        self.say("mapping started again with a new map")
+
     def reset_map(self) -> None:
         self._reset_map_state()
         self.status("map reset")
@@ -445,9 +485,9 @@ class MainWindow(QtWidgets.QMainWindow):
             written = [write_png(self.window_image(view), path),
                        write_png(view, path.with_name(path.stem + "_map.png"))]
         except OSError as exc:
-            self.show_error(f"screenshot failed: {exc}")
+            self.fail(f"screenshot failed: {exc}")
             return []
-        self.status("screenshots written: " + ", ".join(str(p) for p in written), 6000)
+        self.say("screenshots written: " + ", ".join(str(p) for p in written), 6000)
         return written
 
     def window_image(self, view: QtGui.QImage) -> QtGui.QImage:
@@ -479,15 +519,16 @@ class MainWindow(QtWidgets.QMainWindow):
             self.mapper.command("export", out_dir)
             self.status(f"exporting the map to {out_dir} ...")
             return
-        if self.last_map is None:
-            self.show_error("export: there is no map to export")
+        last = self.last_map if self.last_map is not None or not self.dead_maps else self.dead_maps[-1]
+        if last is None:
+            self.fail(f"export to {out_dir} failed: there is no map to export")
             self._export_done([])
             return
         try:
-            paths = export_last_map(self.last_map, out_dir, self.label_space)
-            self.status(f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}")
+            paths = export_last_map(last, out_dir, self.label_space)
+            self.say(f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}")
         except Exception as exc:
-            self.show_error(f"export failed: {one_line(exc)}")
+            self.fail(f"export to {out_dir} failed: {one_line(exc)}")
             paths = []
         self._export_done(paths)
 
@@ -522,9 +563,11 @@ class MainWindow(QtWidgets.QMainWindow):
             if not self.mapper.alive() and not self.mapper.stopped and not self.mapping_dead_reported:
                 self.mapping_dead_reported = True
                 self.mapping_idle = True
+                self.tracking_text = "stopped: the mapping process died"
                 n = 0 if self.last_map is None else self.last_map.total_vertices
-                self.show_error(f"the mapping process died (exit code {self.mapper.process.exitcode}); the last map "
-                                f"({n} vertices) is kept and exportable")
+                self.actions_by_key["restart_mapping"].setEnabled(True)
+                self.fail(f"the mapping process died (exit code {self.mapper.process.exitcode}); the last map "
+                          f"({n} vertices) is kept and exportable; press M to start mapping again")
                 if self.capture is not None and not self.capture.isRunning():
                     self.capture.start()
                 if self._pending_export is not None:
@@ -616,8 +659,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error(payload)
             self._on_final_snapshot()
         elif kind == "exported":
-            self.status(f"exported {len(payload)} files to {self._pending_export}", 8000)
+            self.say(f"exported {len(payload)} files to {self._pending_export}")
             self._export_done(payload)
+        elif kind == "export_failed":
+            self.fail(payload)
+            self._export_done([])
 
     def _show_map(self, update) -> None:
         self.last_map = update
@@ -643,7 +689,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if len(i_gt) < 3:
             return None
         a, b = gt_p[i_gt, :3, 3], est_p[i_est, :3, 3]
-        rot, trans, _ = umeyama(a, b)
+        finite = np.isfinite(a).all(1) & np.isfinite(b).all(1)  # a bad ground-truth value must not stop the view
+        if finite.sum() < 3:
+            return None
+        a, b = a[finite], b[finite]
+        try:
+            rot, trans, _ = umeyama(a, b)
+        except np.linalg.LinAlgError:
+            return None
         err = b - (a @ rot.T + trans)
         self.ate = float(np.sqrt((err ** 2).sum(1).mean()))
         return gt_p[:, :3, 3] @ rot.T + trans
@@ -675,7 +728,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------------------------------ finish
     def _on_capture_failed(self, message: str) -> None:
-        self.show_error(message + " (the map so far is kept)")
+        self.fail(message + " (the map so far is kept)")
 
     def _on_source_finished(self, count: int) -> None:
         self.status(f"source finished after {count} frames", 5000)
@@ -739,6 +792,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 thread.wait(5000)
         if self.mapper is not None:
             self.mapper.stop()
+        for mapper in self._old_mappers:  # marked stopped only to keep the perception thread off them
+            mapper.stopped = False
+            mapper.stop()
+        self._old_mappers = []
         if self.rerun is not None:
             try:
                 self.rerun.close()
@@ -756,19 +813,31 @@ class MainWindow(QtWidgets.QMainWindow):
 
 
 def export_last_map(update, out_dir: str | Path, label_space) -> list[Path]:
-    """Write the GUI's copy of the map (when the mapping process is gone): mesh or points, trajectory."""
+    """Write the GUI's copy of the map (when the mapping process is gone), all or none (``mapping.atomic``):
+    the mesh as PLY (class and RGB colours) and GLB, its vertices as ``points.ply`` (the mapping process sends
+    the whole mesh while it has at most ``MAX_MESH_TRIANGLES`` triangles, else a point sample, which is then
+    all there is), the trajectory (TUM and Hydra CSV), the objects as a scene graph (objects only: places and
+    rooms stay in the process that died) and the label space."""
+    from mapping.atomic import AtomicBatch
     from mapping.export import write_label_space, write_mesh, write_point_cloud
-    from mapping.trajectory import write_tum
+    from mapping.scene_graph import ObjectNode, SceneGraph
+    from mapping.trajectory import write_hydra_csv, write_tum
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    if update.triangles is not None and len(update.triangles):
-        written.append(write_mesh(out / "mesh.ply", update.vertices, update.triangles, update.class_colors))
-        written.append(write_mesh(out / "mesh_rgb.ply", update.vertices, update.triangles, update.rgb_colors))
-    elif len(update.vertices):
-        written.append(write_point_cloud(out / "points.ply", update.vertices, update.rgb_colors))
-    if len(update.timestamps):
-        written.append(write_tum(out / "trajectory.tum", update.timestamps, update.poses))
-    written += write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space)
-    return written
+    names = list(label_space.names)
+    objects = [ObjectNode(i, names.index(name) if name in names else 255, name,
+                          ((np.asarray(lo) + hi) / 2).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(), 0)
+               for i, (name, lo, hi) in enumerate(update.objects)]
+    with AtomicBatch() as batch:
+        if update.triangles is not None and len(update.triangles):
+            write_mesh(out / "mesh.ply", update.vertices, update.triangles, update.class_colors, batch)
+            write_mesh(out / "mesh_rgb.ply", update.vertices, update.triangles, update.rgb_colors, batch)
+            write_mesh(out / "mesh.glb", update.vertices, update.triangles, update.class_colors, batch)
+        if len(update.vertices):
+            write_point_cloud(out / "points.ply", update.vertices, update.rgb_colors, batch)
+        if len(update.timestamps):
+            write_tum(out / "trajectory.tum", update.timestamps, update.poses, batch)
+            write_hydra_csv(out / "trajectory.csv", update.timestamps, update.poses, batch)
+        SceneGraph(objects=[o for o in objects if o.class_id != 255]).write(out, label_space, batch)
+        write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space, batch)
+        return batch.commit()

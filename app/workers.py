@@ -428,7 +428,7 @@ class MappingClient:
                 kind, (generation, payload) = self.results.get_nowait()
             except (queue.Empty, EOFError, OSError):
                 return out
-            if generation == self.generation or kind == "stopped":
+            if generation == self.generation or kind in ("stopped", "exported", "export_failed"):
                 out.append((kind, payload))
 
     def alive(self) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from m2hmx.config import ConfigError, M2HMXConfig
+from mapping.atomic import atomic_path
 
 FORMAT = "m2hmx-model-v1"
 
@@ -27,15 +27,15 @@ def save_checkpoint(path: str | os.PathLike, model, extra: dict | None = None) -
     config = model.config
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "config": config.to_json(), "extra": json.dumps(extra or {}, sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    def check(tmp: Path) -> None:  # the whole file reads back: every tensor's bytes are there
+        from safetensors import safe_open
+
+        with safe_open(str(tmp), "pt") as f:
+            if len(list(f.keys())) != len(tensors):
+                raise OSError(5, "the written file lacks tensors")
+
+    with atomic_path(path, check) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -8,11 +8,11 @@ input / prediction / ground truth.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from mapping.atomic import atomic_path, atomic_write_text
 from m2hmx.metrics import DepthMeter, EdgeMeter, NormalsMeter, SegmentationMeter
 
 
@@ -194,10 +194,7 @@ def format_report(results: dict) -> str:
 
 
 def write_json(results: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
 
 
 def _depth_rgb(depth: np.ndarray, max_depth: float) -> np.ndarray:
@@ -244,8 +241,8 @@ def save_grid(rows: list, space, path: str | Path, max_depth: float) -> None:
                     ax.imshow(img, cmap="gray", vmin=0, vmax=1) if img.ndim == 2 else ax.imshow(img)
                 ax.set_title(f"frame {frame.index} ({kind})" if c == 0 else f"{cols[c]} ({kind})", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:  # same suffix: matplotlib picks PNG by it
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)

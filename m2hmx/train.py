@@ -29,6 +29,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from m2hmx.data.splits import reserved_seeds_in
 from m2hmx.losses import LossWeights, MultiTaskLoss
+from mapping.atomic import atomic_path
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -106,6 +107,11 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> dict:
         recipe = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise TrainError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainError(f"{path}: cannot read the recipe ({exc})") from None
+    if not isinstance(recipe, dict):
+        raise TrainError(f"{path}: a recipe is a YAML mapping of sections (model, data, optim, loss, train), "
+                         f"this file holds a {type(recipe).__name__}")
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, recipe, "")
     for item in overrides:
@@ -117,7 +123,65 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> dict:
             value = {part: value}
         _merge(cfg, value, "")
     cfg["config_file"] = str(path)
+    validate_config(cfg)
     return cfg
+
+
+# Values that must be positive (>= 1 for integers); every other value is checked for its default's type.
+POSITIVE = ("data.frames", "data.stride", "data.height", "data.width", "optim.poly_power",
+            "optim.grad_clip", "train.steps", "train.batch_size", "train.ckpt_every", "train.log_every")
+
+
+def validate_config(cfg: dict) -> None:
+    """Every value of the recipe has its default's type (numbers given as strings, as YAML reads ``1e-3``,
+    are converted in place) and the counts and rates are positive; the model config and the loss weights
+    build. Run before any work, so a typo fails in a second, not after rendering the training rooms."""
+    _check_types(cfg, DEFAULTS, "")
+    for name in POSITIVE:
+        section, key = name.split(".")
+        if not cfg[section][key] > 0:
+            raise TrainError(f"config key '{name}' must be > 0, got {cfg[section][key]!r}")
+    if cfg["optim"]["lr"] < 0:
+        raise TrainError(f"config key 'optim.lr' must be >= 0, got {cfg['optim']['lr']!r}")
+    for name in ("data.size", "data.seeds", "optim.betas"):
+        section, key = name.split(".")
+        value = cfg[section][key]
+        if name != "data.seeds" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise TrainError(f"config key '{name}' must be a list of numbers, got {value!r}")
+    if len(cfg["data"]["size"]) != 2 or min(cfg["data"]["size"]) < 16:  # one 16-pixel ViT patch at least
+        raise TrainError(f"config key 'data.size' must be [height, width], each >= 16, got {cfg['data']['size']!r}")
+    if cfg["optim"]["schedule"] not in ("poly", "cosine"):
+        raise TrainError(f"optim.schedule '{cfg['optim']['schedule']}' is not poly or cosine")
+    build_model_config(cfg["model"])
+    try:
+        LossWeights(**cfg["loss"])
+    except TypeError as exc:
+        raise TrainError(f"loss: {exc}") from None
+
+
+def _check_types(cfg: dict, defaults: dict, where: str) -> None:
+    for key, default in defaults.items():
+        name, value = where + key, cfg[key]
+        if name in FREE_SECTIONS or default is None:
+            continue
+        if isinstance(default, dict):
+            _check_types(value, default, name + ".")
+            continue
+        kind = type(default)
+        if kind in (int, float) and isinstance(value, str):
+            try:
+                value = cfg[key] = kind(float(value)) if kind is float else int(value)
+            except ValueError:
+                pass
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = cfg[key] = float(value)
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if ok and kind is float:
+            ok = math.isfinite(value)
+        if not ok:
+            words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+                     list: "a list"}[kind]
+            raise TrainError(f"config key '{name}' must be {words}, got {value!r}")
 
 
 def build_model_config(model_cfg: dict):
@@ -380,9 +444,8 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float,
 
 # ------------------------------------------------------------------------------------ checkpoints
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _rng_state() -> dict:

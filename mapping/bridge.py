@@ -330,26 +330,39 @@ class MappingBridge:
                                  self.label_space)
 
     def export(self, out_dir: str | Path, snapshot: MapSnapshot | None = None) -> list[Path]:
+        """Every export file into ``out_dir``, all or none: each is written to a temporary name and checked,
+        and only when all are good do they replace the previous export (whose files this map does not
+        produce, e.g. a mesh when the map has none, are removed, so the folder never mixes two runs). On a
+        failure (a full disk) the previous files stay and ``ExportError`` names the file and the cause."""
+        from mapping.atomic import AtomicBatch
         from mapping.export import write_label_space, write_mesh, write_point_cloud
         from mapping.trajectory import write_hydra_csv, write_tum
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         snap = snapshot or self.snapshot()
-        written = []
-        if len(snap.triangles):
-            written.append(write_mesh(out / "mesh.ply", snap.vertices, snap.triangles, snap.class_colors))
-            written.append(write_mesh(out / "mesh_rgb.ply", snap.vertices, snap.triangles, snap.rgb_colors))
-            written.append(write_mesh(out / "mesh.glb", snap.vertices, snap.triangles, snap.class_colors))
         pts, rgb, _ = self.points()
-        if len(pts):
-            written.append(write_point_cloud(out / "points.ply", pts, rgb))
-        if len(snap.timestamps):
-            written.append(write_tum(out / "trajectory.tum", snap.timestamps, snap.trajectory))
-            written.append(write_hydra_csv(out / "trajectory.csv", snap.timestamps, snap.trajectory))
-        written += self.scene_graph(snap).write(out, self.label_space)
-        written += write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space)
+        graph = self.scene_graph(snap)
+        with AtomicBatch() as batch:
+            if len(snap.triangles):
+                write_mesh(out / "mesh.ply", snap.vertices, snap.triangles, snap.class_colors, batch)
+                write_mesh(out / "mesh_rgb.ply", snap.vertices, snap.triangles, snap.rgb_colors, batch)
+                write_mesh(out / "mesh.glb", snap.vertices, snap.triangles, snap.class_colors, batch)
+            if len(pts):
+                write_point_cloud(out / "points.ply", pts, rgb, batch)
+            if len(snap.timestamps):
+                write_tum(out / "trajectory.tum", snap.timestamps, snap.trajectory, batch)
+                write_hydra_csv(out / "trajectory.csv", snap.timestamps, snap.trajectory, batch)
+            graph.write(out, self.label_space, batch)
+            write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space, batch)
+            written = batch.commit()
+        for name in EXPORT_FILES:
+            if out / name not in written:
+                (out / name).unlink(missing_ok=True)  # a previous run's file this map has no content for
         return written
+
+
+EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
+                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv")
 
 
 def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:

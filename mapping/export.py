@@ -1,64 +1,56 @@
-"""Atomic file writers for the map's exports (mesh, point cloud, label space in Hydra's YAML + colour CSV).
+"""The map's export writers (mesh PLY/GLB, point cloud PLY, label space in Hydra's YAML + colour CSV).
 
-Every file is written to a temporary name in the destination folder and moved into place with
-``os.replace``, so a reader never sees a half-written export.
+Every file goes through ``mapping.atomic``: written to a temporary name, checked, then renamed into place, so
+a reader never sees a half-written export and a failed export (a full disk) keeps the previous files. PLY and
+GLB are encoded here, not by Open3D, whose writers return True on a full disk with a truncated file; each
+file's exact size is known before it is written, and the written size is checked against it.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from mapping.atomic import AtomicBatch, ExportError, atomic_path, atomic_write_bytes, atomic_write_text
 
-class ExportError(RuntimeError):
-    """An export that could not be written (one-line message)."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by extension
-    work); on success it replaces ``path``, on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; exports are ordinary readable files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+__all__ = ["AtomicBatch", "ExportError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "glb_bytes",
+           "ply_bytes", "write_mesh", "write_point_cloud", "write_label_space"]
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
+def _write(path: str | Path, chunks: list[bytes], batch: AtomicBatch | None) -> Path:
+    if batch is not None:
+        return batch.write_bytes(path, *chunks)
+    return atomic_write_bytes(path, *chunks)
 
 
-def write_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> Path:
-    """Triangle mesh (PLY or GLB by extension) with per-vertex uint8 RGB colours.
+def ply_bytes(vertices: np.ndarray, colors: np.ndarray, triangles: np.ndarray | None = None) -> list[bytes]:
+    """A binary little-endian PLY (header, vertex rows, face rows): double x/y/z and uchar RGB per vertex (the
+    layout Open3D writes and reads), faces as a uchar count and three int indices."""
+    v = np.asarray(vertices, np.float64).reshape(-1, 3)
+    rows = np.empty(len(v), np.dtype([("xyz", "<f8", 3), ("rgb", "u1", 3)]))
+    rows["xyz"], rows["rgb"] = v, np.asarray(colors, np.uint8).reshape(-1, 3)
+    header = ["ply", "format binary_little_endian 1.0", "comment m2hmx mapping", f"element vertex {len(v)}",
+              "property double x", "property double y", "property double z",
+              "property uchar red", "property uchar green", "property uchar blue"]
+    chunks = [rows.tobytes()]
+    if triangles is not None:
+        t = np.asarray(triangles, np.int64).reshape(-1, 3)
+        faces = np.empty(len(t), np.dtype([("n", "u1"), ("idx", "<i4", 3)]))
+        faces["n"], faces["idx"] = 3, t
+        header += [f"element face {len(t)}", "property list uchar int vertex_indices"]
+        chunks.append(faces.tobytes())
+    return [("\n".join(header + ["end_header"]) + "\n").encode()] + chunks
 
-    PLY goes through Open3D. Open3D 0.20 writes GLB files with the buffer as a data URI and no binary
-    chunk, which its own (ASSIMP) reader rejects, so GLB is written here per the glTF 2.0 spec."""
-    import open3d as o3d
 
+def write_mesh(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray,
+               batch: AtomicBatch | None = None) -> Path:
+    """Triangle mesh (PLY or GLB by extension) with per-vertex uint8 RGB colours, atomically (or into
+    ``batch``). Open3D 0.20 writes GLB files with the buffer as a data URI and no binary chunk, which its own
+    (ASSIMP) reader rejects, so GLB is written here per the glTF 2.0 spec."""
     if Path(path).suffix.lower() == ".glb":
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(glb_bytes(vertices, triangles, colors))
-        return Path(path)
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
-                                     o3d.utility.Vector3iVector(np.asarray(triangles, np.int32)))
-    mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64) / 255.0)
-    with atomic_path(path) as tmp:
-        if not o3d.io.write_triangle_mesh(str(tmp), mesh, write_ascii=False):
-            raise ExportError(f"{path}: Open3D could not write the mesh")
-    return Path(path)
+        return _write(path, [glb_bytes(vertices, triangles, colors)], batch)
+    return _write(path, ply_bytes(vertices, colors, triangles), batch)
 
 
 def glb_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -> bytes:
@@ -92,15 +84,10 @@ def glb_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray) -
             + struct.pack("<I4s", len(binary), b"BIN\0") + binary)
 
 
-def write_point_cloud(path: str | Path, points: np.ndarray, colors: np.ndarray) -> Path:
-    import open3d as o3d
-
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
-    pcd.colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64) / 255.0)
-    with atomic_path(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), pcd):
-            raise ExportError(f"{path}: Open3D could not write the point cloud")
-    return Path(path)
+def write_point_cloud(path: str | Path, points: np.ndarray, colors: np.ndarray,
+                      batch: AtomicBatch | None = None) -> Path:
+    """Coloured point cloud as binary PLY, atomically (or into ``batch``)."""
+    return _write(path, ply_bytes(points, colors), batch)
 
 
 def label_space_yaml(label_space) -> dict:
@@ -116,12 +103,12 @@ def label_space_yaml(label_space) -> dict:
     }
 
 
-def write_label_space(yaml_path: str | Path, csv_path: str | Path, label_space) -> list[Path]:
+def write_label_space(yaml_path: str | Path, csv_path: str | Path, label_space,
+                      batch: AtomicBatch | None = None) -> list[Path]:
     """Label space as Hydra's YAML plus its colour table CSV (``name,red,green,blue,alpha,id``)."""
-    with atomic_path(yaml_path) as tmp:
-        tmp.write_text(yaml.safe_dump(label_space_yaml(label_space), sort_keys=False))
     lines = ["name,red,green,blue,alpha,id"]
     for i, (name, rgb) in enumerate(zip(label_space.names, label_space.colors)):
         lines.append(f"{name},{int(rgb[0])},{int(rgb[1])},{int(rgb[2])},255,{i}")
-    atomic_write_text(csv_path, "\n".join(lines) + "\n")
-    return [Path(yaml_path), Path(csv_path)]
+    texts = {yaml_path: yaml.safe_dump(label_space_yaml(label_space), sort_keys=False),
+             csv_path: "\n".join(lines) + "\n"}
+    return [_write(p, [t.encode()], batch) for p, t in texts.items()]

@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from mapping.export import atomic_path, atomic_write_text
+from mapping.atomic import AtomicBatch
 
 LAYER_OBJECTS, LAYER_PLACES, LAYER_ROOMS, LAYER_BUILDINGS = 2, 3, 4, 5
 
@@ -65,19 +65,41 @@ class SceneGraph:
                 "places": [asdict(p) for p in self.places], "place_edges": [list(e) for e in self.place_edges],
                 "rooms": [asdict(r) for r in self.rooms], "building": {"id": 0, "position": self.building}}
 
-    def write(self, out_dir: str | Path, label_space) -> list[Path]:
-        """``scene_graph.json`` (plain), plus ``dsg.json`` and ``dsg.sparkdsg`` via spark_dsg when importable."""
+    def write(self, out_dir: str | Path, label_space, batch: AtomicBatch | None = None) -> list[Path]:
+        """``scene_graph.json`` (plain), plus ``dsg.json`` and ``dsg.sparkdsg`` via spark_dsg when importable,
+        atomically (or into ``batch``). spark-dsg's writer does not report a full disk, so each file is loaded
+        back and compared before it replaces the previous one."""
         out = Path(out_dir)
-        written = [atomic_write_text(out / "scene_graph.json", json.dumps(self.to_dict(), indent=1))]
+        own = batch is None
+        batch = AtomicBatch() if own else batch
         try:
-            import spark_dsg  # noqa: F401
-        except ImportError:
-            return written
-        graph = self.to_spark_dsg(label_space)
-        for name in ("dsg.json", "dsg.sparkdsg"):
-            with atomic_path(out / name) as tmp:
-                graph.save(str(tmp), include_mesh=False)
-            written.append(out / name)
+            written = [batch.write_text(out / "scene_graph.json", json.dumps(self.to_dict(), indent=1))]
+            try:
+                import spark_dsg
+            except ImportError:
+                spark_dsg = None
+            if spark_dsg is not None:
+                graph = self.to_spark_dsg(label_space)
+                content = graph.to_binary(False)
+
+                def check(tmp: Path) -> None:
+                    try:
+                        back = spark_dsg.DynamicSceneGraph.load(str(tmp)).to_binary(False)
+                    except Exception as exc:
+                        raise OSError(5, f"the written file does not load back ({exc})".splitlines()[0]) from None
+                    if back != content:
+                        raise OSError(5, "the written file loads back a different graph")
+
+                for name in ("dsg.json", "dsg.sparkdsg"):
+                    with batch.path(out / name, check) as tmp:
+                        graph.save(str(tmp), include_mesh=False)
+                    written.append(out / name)
+        except BaseException:
+            if own:
+                batch.abort()
+            raise
+        if own:
+            batch.commit()
         return written
 
     def to_spark_dsg(self, label_space):
@@ -90,7 +112,8 @@ class SceneGraph:
             attrs.semantic_label = int(o.class_id)
             attrs.name = o.name
             attrs.color = np.asarray(label_space.colors[o.class_id], np.uint8)
-            attrs.bounding_box = dsg.BoundingBox(np.asarray(o.bbox_min, np.float32), np.asarray(o.bbox_max, np.float32))
+            lo, hi = np.asarray(o.bbox_min, np.float32), np.asarray(o.bbox_max, np.float32)
+            attrs.bounding_box = dsg.BoundingBox(hi - lo, (lo + hi) / 2)  # spark-dsg: (dimensions, centre)
             graph.add_node(LAYER_OBJECTS, dsg.NodeSymbol("O", o.id), attrs)
         for p in self.places:
             attrs = dsg.PlaceNodeAttributes()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from mapping.export import atomic_write_text
+from mapping.atomic import AtomicBatch, atomic_write_text
 
 
 class TrajectoryError(ValueError):
@@ -59,14 +59,16 @@ def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return rows[:, 0], tum_rows_to_poses(rows)
 
 
-def write_tum(path: str | Path, timestamps: np.ndarray, poses: np.ndarray) -> Path:
+def write_tum(path: str | Path, timestamps: np.ndarray, poses: np.ndarray, batch: AtomicBatch | None = None) -> Path:
     rows = poses_to_tum_rows(timestamps, poses)
     lines = ["# timestamp tx ty tz qx qy qz qw"]
     lines += [f"{r[0]:.6f} " + " ".join(f"{v:.9f}" for v in r[1:]) for r in rows]
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    return batch.write_text(path, text) if batch is not None else atomic_write_text(path, text)
 
 
-def write_hydra_csv(path: str | Path, timestamps: np.ndarray, poses: np.ndarray) -> Path:
+def write_hydra_csv(path: str | Path, timestamps: np.ndarray, poses: np.ndarray,
+                    batch: AtomicBatch | None = None) -> Path:
     """Hydra's ``trajectory.csv``: ``timestamp_ns,tx,ty,tz,qw,qx,qy,qz``."""
     rows = poses_to_tum_rows(timestamps, poses)
     lines = ["timestamp_ns,tx,ty,tz,qw,qx,qy,qz"]
@@ -74,7 +76,8 @@ def write_hydra_csv(path: str | Path, timestamps: np.ndarray, poses: np.ndarray)
         t_ns = int(round(r[0] * 1e9))
         tx, ty, tz, qx, qy, qz, qw = r[1:]
         lines.append(f"{t_ns},{tx:.9f},{ty:.9f},{tz:.9f},{qw:.9f},{qx:.9f},{qy:.9f},{qz:.9f}")
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    return batch.write_text(path, text) if batch is not None else atomic_write_text(path, text)
 
 
 def read_hydra_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

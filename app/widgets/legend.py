@@ -6,8 +6,15 @@ from PyQt6 import QtCore, QtWidgets
 from m2hmx.labels import LabelSpace
 
 
+MAX_HEIGHT = 260  # px: a longer legend (nyu40's 40 classes) scrolls instead of squeezing the image panels
+MAX_COLUMNS = 3
+
+
 class ClassLegend(QtWidgets.QScrollArea):
-    def __init__(self, label_space: LabelSpace | None = None, columns: int = 2, parent=None):
+    """The label space's classes in up to ``MAX_COLUMNS`` columns; its minimum height shows every row (up to
+    ``MAX_HEIGHT``), so the window's layout cannot cut the last rows off."""
+
+    def __init__(self, label_space: LabelSpace | None = None, columns: int = MAX_COLUMNS, parent=None):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -35,7 +42,8 @@ class ClassLegend(QtWidgets.QScrollArea):
         grid.setRowStretch(grid.rowCount(), 1)
         self.setWidget(body)
         self._present = frozenset()
-        self._render(force=True)
+        self._render(force=True)  # the entries' text sets their height
+        self.setMinimumHeight(min(MAX_HEIGHT, body.sizeHint().height() + 2 * self.frameWidth()))
 
     def set_present(self, class_ids) -> None:
         """Emphasise the classes seen in the current frame (cheap: redraws only when the set changes)."""

@@ -7,6 +7,16 @@ import sys
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="m2hmx-eval", description="Evaluate a checkpoint on a dataset (NYUDv2 protocol: mIoU, pixel acc, "
@@ -16,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="source specs for m2hmx.data.sources.open_source (scene folder, .sens, NYUDv2 .mat, "
                         "synthetic:SEED, ...); several are evaluated as one test set, e.g. synthetic:{100000..100019}")
     parser.add_argument("--data-root", default=None, help="root for short specs like scannet/scene0011")
-    parser.add_argument("--max-frames", type=int, default=None, help="evaluate at most this many frames of each")
-    parser.add_argument("--stride", type=int, default=1, help="use every N-th frame")
+    parser.add_argument("--max-frames", type=_at_least_one, default=None,
+                        help="evaluate at most this many frames of each")
+    parser.add_argument("--stride", type=_at_least_one, default=1, help="use every N-th frame")
     parser.add_argument("--min-depth", type=float, default=None, help="depth range (default: the model's)")
     parser.add_argument("--max-depth", type=float, default=None)
     parser.add_argument("--device", default="cpu")
@@ -26,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a PNG of input / prediction / ground truth here (frames of the first dataset)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.min_depth is not None and args.max_depth is not None and not 0 <= args.min_depth < args.max_depth:
+        parser.error(f"--min-depth {args.min_depth} / --max-depth {args.max_depth}: need 0 <= min < max")
 
     from m2hmx.checkpoint import CheckpointError
     from m2hmx.data import DatasetError
@@ -47,13 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetError, EvalError) as exc:
         print(f"m2hmx-eval: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("m2hmx-eval: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure during the run: one line, no traceback
+        print(f"m2hmx-eval: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     finally:
         for source in sources:
             source.close()
     results["checkpoint"] = args.checkpoint
     print(format_report(results))
     if args.json:
-        write_json(results, args.json)
+        try:
+            write_json(results, args.json)
+        except OSError as exc:
+            print(f"m2hmx-eval: error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

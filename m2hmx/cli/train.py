@@ -33,10 +33,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides + (["train.resume=true"] if args.resume else []))
+    except TrainError as exc:  # the recipe or an override: a usage error, found before any work
+        print(f"m2hmx-train: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         train(cfg, progress=not args.no_progress)
     except (TrainError, DatasetError) as exc:
         print(f"m2hmx-train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("m2hmx-train: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure during training: one line, no traceback
+        print(f"m2hmx-train: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     print(f"model written to {cfg['train']['out_dir']}/model.safetensors")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -959,9 +958,9 @@ class SyntheticSource:
 # Writing the ScanNet export layout
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    from mapping.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 def _encode(ext: str, img: np.ndarray, params=()) -> bytes:

@@ -56,12 +56,13 @@ def test_missing_intrinsics(tmp_path):
 
 
 def test_truncated_sens(tmp_path, frames):
+    """A cut-off .sens keeps its complete frames (with a warning); a cut-off header is refused."""
     path = write_sens(tmp_path / "t.sens", frames)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 400])
-    with pytest.raises(DatasetError) as e:
-        open_source(str(path))
-    assert "truncated" in _one_line(e, "t.sens")
+    with pytest.warns(UserWarning, match="cut off in frame 2.*the 2 complete frame"):
+        src = open_source(str(path))
+    assert len(src) == 2 and src[1].depth.shape == frames[1].depth.shape
     path.write_bytes(data[:100])
     with pytest.raises(DatasetError) as e:
         open_source(str(path))
@@ -111,3 +112,18 @@ def test_bad_nyu_and_tum_files(tmp_path):
     with pytest.raises(DatasetError) as e:
         open_source(str(tmp_path / "notes.xyz"))
     _one_line(e, "notes.xyz")
+
+
+def test_sens_with_a_corrupt_size_field_says_so(tmp_path, frames):
+    path = write_sens(tmp_path / "c.sens", frames)
+    data = bytearray(path.read_bytes())
+    src = open_source(str(path))
+    second = src._entries[1][2] - 96  # frame 1's 96-byte header starts here
+    src.close()
+    data[second + 64 + 16: second + 64 + 24] = struct.pack("<Q", 2 ** 63)  # its colour size
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning) as caught:
+        src = open_source(str(path))
+    message = str(caught[0].message)
+    assert len(src) == 1 and "frame 1 has a corrupt size field" in message and "truncated" not in message
+    assert str(2 ** 63) not in message  # no 19-digit byte count

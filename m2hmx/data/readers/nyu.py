@@ -48,6 +48,14 @@ def read_splits(path) -> dict[str, np.ndarray]:
         raise DatasetError(path, f"cannot read as a MATLAB file ({type(e).__name__})") from None
 
 
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 class NYUv2Labeled(IndexedSource):
     """RGB, metric depth and NYU-40 labels of the 1449 labelled NYUv2 frames (or the train / test split)."""
 
@@ -61,14 +69,18 @@ class NYUv2Labeled(IndexedSource):
             self._h5 = h5py.File(path, "r")
         except OSError:
             raise DatasetError(path, "cannot open as HDF5 (NYUv2 labelled .mat files are MATLAB v7.3)") from None
-        for key in ("images", "depths"):
-            if key not in self._h5:
-                self._h5.close()
-                raise DatasetError(path, f"no '{key}' array (not nyu_depth_v2_labeled.mat?)")
-        n = self._h5["images"].shape[0]
-        if self._h5["images"].ndim != 4 or self._h5["images"].shape[1] != 3:
-            raise DatasetError(path, f"'images' has shape {self._h5['images'].shape}, expected [N, 3, W, H]")
-        self._has_labels = "labels" in self._h5
+        try:
+            for key in ("images", "depths"):
+                if key not in self._h5:
+                    self._h5.close()
+                    raise DatasetError(path, f"no '{key}' array (not nyu_depth_v2_labeled.mat?)")
+            n = self._h5["images"].shape[0]
+            if self._h5["images"].ndim != 4 or self._h5["images"].shape[1] != 3:
+                raise DatasetError(path, f"'images' has shape {self._h5['images'].shape}, expected [N, 3, W, H]")
+            self._has_labels = "labels" in self._h5
+        except H5_ERRORS as exc:  # a damaged HDF5 structure: h5py raises any of these
+            self._h5.close()
+            raise DatasetError(path, f"corrupt HDF5 ({_first_line(exc)})") from None
         self.label_space = load_label_space("nyu40") if self._has_labels else None
         self.name = path.stem if split == "all" else f"{path.stem}-{split}"
         if split == "all":
@@ -87,8 +99,19 @@ class NYUv2Labeled(IndexedSource):
 
     def _read(self, i: int) -> Frame:
         k = int(self.indices[i])
+        try:
+            return self._read_frame(k)
+        except H5_ERRORS as exc:
+            raise DatasetError(self.path, f"frame {k}: corrupt HDF5 data ({_first_line(exc)})") from None
+
+    def _read_frame(self, k: int) -> Frame:
         rgb = np.ascontiguousarray(self._h5["images"][k].transpose(2, 1, 0)).astype(np.uint8)
         depth = np.ascontiguousarray(self._h5["depths"][k].T).astype(np.float32)
+        if rgb.shape[:2] != depth.shape:
+            raise DatasetError(self.path, f"frame {k}: colour is {rgb.shape[1]}x{rgb.shape[0]} but depth "
+                                          f"{depth.shape[1]}x{depth.shape[0]}")
+        if not (np.isfinite(depth).all() and (depth >= 0).all()):
+            raise DatasetError(self.path, f"frame {k}: depth holds non-finite or negative values (corrupt)")
         labels = None
         if self._has_labels:
             raw = self._h5["labels"][k].T

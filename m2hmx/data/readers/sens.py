@@ -2,7 +2,8 @@
 
 Versions 3 and 4; colour raw / png / jpeg, depth raw_ushort / zlib_ushort (occi_ushort is proprietary:
 reported as unsupported). Colour is registered to the depth size with INTER_AREA and K = intrinsic_depth.
-Frames with a -inf pose are skipped with a warning. The frame table is indexed once at open (seeking over
+Frames with a -inf pose are skipped with a warning; a damaged file (cut off, or a corrupt size field) keeps the
+complete frames before the damage, with a warning. The frame table is indexed once at open (seeking over
 the payloads), so access is random.
 
 Version 4's IMU trailer (ScanNet's ``IMUFrame``: rotation rate, acceleration, magnetic field, attitude,
@@ -78,31 +79,44 @@ class SensFile(IndexedSource):
             raise DatasetError(path, f"invalid depth shift {self.depth_shift}")
 
         # frame table: (pose, ts_color, colour offset, colour size, depth offset, depth size)
-        entries, skipped = [], 0
+        # A damaged file (cut off, or a corrupt size field) keeps its complete frames before the damage, with a
+        # warning, as a video player plays a cut file; with no complete frame it is refused.
+        entries, skipped, damage = [], 0, None
         pos = fh.tell()
         for k in range(n_frames):
             fh.seek(pos)
             hdr = fh.read(96)
             if len(hdr) != 96:
-                raise DatasetError(path, f"truncated .sens: frame {k} of {n_frames} is cut off at byte {pos} (file is {size} bytes)")
+                damage = f"the file is cut off in frame {k}'s header"
+                break
             vals = struct.unpack("<16fQQQQ", hdr)
             pose = np.array(vals[:16], np.float64).reshape(4, 4)
             ts_color, _ts_depth, csize, dsize = vals[16:]
+            if csize > size or dsize > size:
+                damage = f"frame {k} has a corrupt size field (larger than the {size}-byte file)"
+                break
             coff = pos + 96
             doff = coff + csize
+            if doff + dsize > size:
+                damage = f"the file is cut off in frame {k} ({doff + dsize - size} bytes missing)"
+                break
             pos = doff + dsize
-            if pos > size:
-                raise DatasetError(path, f"truncated .sens: frame {k} of {n_frames} needs bytes up to {pos} but the file is {size} bytes")
             if pose_valid(pose):
                 entries.append((pose, ts_color, coff, csize, doff, dsize, k))
             else:
                 skipped += 1
+        if damage is not None:
+            frames = f"{n_frames}" if n_frames * 96 <= size else "an implausible number of"
+            if not entries:
+                raise DatasetError(path, f"damaged .sens: {damage}; no complete frame (header: {frames} frames)")
+            warnings.warn(f"{path}: damaged .sens: {damage}; reading the {len(entries)} complete frame(s) before it "
+                          f"(header: {frames} frames)", stacklevel=2)
         if skipped:
             warnings.warn(f"{path}: skipped {skipped} frame(s) with an invalid (-inf) pose", stacklevel=2)
         self._entries = entries
         self.K = self.intrinsic_depth[:3, :3].copy()
         self.imu_path = path
-        if version == 4:
+        if version == 4 and damage is None:  # a damaged file's IMU trailer is lost with its tail
             self.imu = self._read_imu(pos, size)
 
     def _read_imu(self, pos: int, size: int):

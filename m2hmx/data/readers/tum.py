@@ -3,7 +3,8 @@
 RGB, depth and ground truth are associated by nearest timestamp within 0.02 s (as the benchmark's
 ``associate.py`` does); depth PNGs are uint16 with 5000 = 1 m. Intrinsics come from the folder name
 (``freiburg1`` / ``fr1``, ``freiburg2`` / ``fr2``, ``freiburg3`` / ``fr3``), the calibrated values the
-benchmark publishes; other names get the benchmark's default 525, 525, 319.5, 239.5.
+benchmark publishes; a ``camera.yaml`` (fx, fy, cx, cy) beside the data overrides them; other names get the
+benchmark's default 525, 525, 319.5, 239.5, with a warning.
 """
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ TUM_INTRINSICS = {
 }
 
 
-def read_tum_list(path: Path, min_fields: int) -> list[list[str]]:
-    """Non-comment lines of a TUM list file, split on whitespace."""
+def read_tum_list(path: Path, min_fields: int, numeric: int = 1) -> list[list[str]]:
+    """Non-comment lines of a TUM list file, split on whitespace; the first ``numeric`` fields must be finite
+    numbers, and with 8 numeric fields (a pose: t tx ty tz qx qy qz qw) the quaternion must not be zero."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
     except FileNotFoundError:
         raise DatasetError(path, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, f"not a text file (byte {exc.start} is not UTF-8)") from None
     rows = []
     for num, line in enumerate(lines, 1):
         line = line.strip()
@@ -45,6 +49,15 @@ def read_tum_list(path: Path, min_fields: int) -> list[list[str]]:
             float(parts[0])
         except ValueError:
             raise DatasetError(path, f"line {num}: timestamp '{parts[0]}' is not a number") from None
+        for k, field in enumerate(parts[:numeric]):
+            try:
+                value = float(field)
+            except ValueError:
+                raise DatasetError(path, f"line {num}: field {k + 1} '{field}' is not a number") from None
+            if not np.isfinite(value):
+                raise DatasetError(path, f"line {num}: field {k + 1} is {field}, not a finite number")
+        if numeric >= 8 and np.linalg.norm([float(v) for v in parts[4:8]]) < 1e-6:
+            raise DatasetError(path, f"line {num}: the quaternion (qx qy qz qw) is zero, not a rotation")
         rows.append(parts)
     return rows
 
@@ -91,6 +104,31 @@ def tum_camera(folder_name: str) -> str | None:
     return f"fr{m.group(1)}" if m else None
 
 
+def tum_intrinsics(folder: Path) -> tuple[float, float, float, float]:
+    """fx, fy, cx, cy: from ``camera.yaml`` beside the data (keys fx, fy, cx, cy) when present, else by the
+    folder name's fr1/fr2/fr3, else the benchmark's default, with a warning that says so."""
+    import warnings
+
+    path = folder / "camera.yaml"
+    if path.is_file():
+        import yaml
+
+        try:
+            cam = yaml.safe_load(path.read_text())
+            values = tuple(float(cam[k]) for k in ("fx", "fy", "cx", "cy"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, TypeError, KeyError, ValueError):
+            raise DatasetError(path, "expected a YAML mapping with numbers fx, fy, cx, cy") from None
+        if not all(np.isfinite(values)) or min(values[:2]) <= 0:
+            raise DatasetError(path, f"implausible intrinsics fx, fy, cx, cy = {values}")
+        return values
+    camera = tum_camera(folder.name)
+    if camera is None:
+        warnings.warn(f"{folder}: the name says neither fr1, fr2 nor fr3: assuming the TUM benchmark's default "
+                      f"intrinsics fx, fy, cx, cy = {TUM_INTRINSICS[None]}; put a camera.yaml (fx, fy, cx, cy) "
+                      "beside the data to set them", stacklevel=3)
+    return TUM_INTRINSICS[camera]
+
+
 class TUMSequence(IndexedSource):
     """Associated RGB-D frames (with ground-truth poses when ``groundtruth.txt`` exists)."""
 
@@ -109,13 +147,13 @@ class TUMSequence(IndexedSource):
         gt_path = folder / "groundtruth.txt"
         gt_match = {}
         if gt_path.is_file():
-            gt = read_tum_list(gt_path, 8)
+            gt = read_tum_list(gt_path, 8, numeric=8)
             t_gt = np.array([float(r[0]) for r in gt])
             for i, j in associate(t_rgb[[p[0] for p in pairs]], t_gt):
                 gt_match[i] = tum_pose(*(float(x) for x in gt[j][1:8]))
         self._items = [(t_rgb[i], folder / rgb[i][1], folder / dep[j][1], gt_match.get(k))
                        for k, (i, j) in enumerate(pairs)]
-        fx, fy, cx, cy = TUM_INTRINSICS[tum_camera(folder.name)]
+        fx, fy, cx, cy = tum_intrinsics(folder)
         self.K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
         self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 

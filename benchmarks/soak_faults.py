@@ -1,0 +1,137 @@
+"""Fault soak of the viewer: the generated room walked back and forth for N frames while the mapping process is
+killed (SIGKILL) at K seeded random frames; after each death the viewer starts mapping again (the "M" action),
+which first exports the dead map. Every export is read back and compared with the map the window held.
+
+    .venv/bin/python -m benchmarks.soak_faults [--frames 3000] [--kills 3] [--first 300] [--size 120x160] [--seed 0]
+
+Needs an X display with OpenGL (an Xvfb is started when $DISPLAY is unset). Not a CI test: it runs for minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_app import ensure_display
+
+
+def verify_export(folder: Path, update, full: bool = False) -> tuple[int, str]:
+    """(files, problem or "") for an export of the window's ``MapUpdate`` (``full``: written by the live mapping
+    process from its whole map, of which the update may hold a point sample): every file there, read back."""
+    import open3d as o3d
+    import spark_dsg
+
+    from mapping.trajectory import read_hydra_csv, read_tum
+
+    names = {p.name for p in folder.iterdir()}
+    expect = {"points.ply", "trajectory.tum", "trajectory.csv", "scene_graph.json", "dsg.json", "dsg.sparkdsg",
+              "labelspace.yaml", "labelspace_colors.csv"}
+    if update.triangles is not None or full:
+        expect |= {"mesh.ply", "mesh_rgb.ply", "mesh.glb"}
+    if names != expect:
+        return len(names), f"files {sorted(names ^ expect)} differ from what the map holds"
+    points = len(o3d.io.read_point_cloud(str(folder / "points.ply")).points)
+    if (points != len(update.vertices)) if not full else points == 0:
+        return len(names), "points.ply vertex count differs"
+    if full and len(o3d.io.read_triangle_mesh(str(folder / "mesh.ply")).triangles) < update.total_triangles * 0.9:
+        return len(names), "mesh.ply has fewer triangles than the map"
+    if update.triangles is not None and not full:
+        for name in ("mesh.ply", "mesh_rgb.ply"):
+            mesh = o3d.io.read_triangle_mesh(str(folder / name))
+            if len(mesh.vertices) != len(update.vertices) or len(mesh.triangles) != len(update.triangles):
+                return len(names), f"{name} counts differ"
+    for t, _ in (read_tum(folder / "trajectory.tum"), read_hydra_csv(folder / "trajectory.csv")):
+        if len(t) != len(update.timestamps):
+            return len(names), "trajectory length differs"
+    objects = json.loads((folder / "scene_graph.json").read_text())["objects"]
+    for name in ("dsg.json", "dsg.sparkdsg"):
+        graph = spark_dsg.DynamicSceneGraph.load(str(folder / name))
+        if graph.get_layer(spark_dsg.DsgLayers.OBJECTS).num_nodes() != len(objects):
+            return len(names), f"{name} object count differs"
+    return len(names), ""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=3000)
+    p.add_argument("--kills", type=int, default=3)
+    p.add_argument("--size", default="120x160")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", type=int, default=300, help="no kill before this frame (300)")
+    args = p.parse_args(argv)
+    load = os.getloadavg()[0]
+    ensure_display()
+    from PyQt6 import QtCore, QtWidgets
+
+    from app.sources import SourceSpec
+    from app.window import MainWindow, ViewerOptions
+
+    rng = np.random.default_rng(args.seed)
+    span = (args.frames - args.first) // args.kills  # one kill at a random frame of each span, none in its last half
+    kill_at = sorted(int(args.first + k * span + rng.integers(0, max(span // 2, 1))) for k in range(args.kills))
+    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    tmp = Path(tempfile.mkdtemp(prefix="soak_faults_"))
+    size = tuple(int(v) for v in args.size.split("x"))
+    window = MainWindow(ViewerOptions(source=SourceSpec("demo", demo_seed=0, demo_frames=300), checkpoint=None,
+                                      size=size, loop_frames=args.frames, output_dir=str(tmp / "out"),
+                                      snapshot_every_s=1.0))
+    window.resize(1200, 800)
+    window.show()
+    done = []
+    window.run_finished.connect(lambda: done.append(True))
+    rows = []  # (kill, frame read at the kill, poses mapped by that process, poses in its last snapshot, files, problem)
+    t0 = time.monotonic()
+
+    def pump(until, limit_s=600.0):
+        end = time.monotonic() + limit_s
+        while not until() and time.monotonic() < end:
+            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        return until()
+
+    for k, frame in enumerate(kill_at, 1):
+        if not pump(lambda: window.capture is not None and window.capture.delivered >= frame or done, 3600):
+            break
+        if done:
+            break
+        pump(lambda: window.last_map is not None, 120)
+        read, mapped = window.capture.delivered, len(window.est_t)
+        os.kill(window.mapper.pid, signal.SIGKILL)
+        pump(lambda: window.mapping_dead_reported, 60)
+        last = window.last_map
+        before = set((tmp / "out").glob("map-*-before-restart")) if (tmp / "out").exists() else set()
+        window.restart_mapping()
+        saved = sorted(set((tmp / "out").glob("map-*-before-restart")) - before)
+        files, problem = verify_export(saved[0], last) if saved and last is not None else (0, "no export written")
+        rows.append((k, read, mapped, len(last.timestamps) if last is not None else 0, files, problem))
+        print(f"  kill {k} at frame {read}: {mapped} poses mapped, {rows[-1][3]} in the exported map, "
+              f"{files} files, {problem or 'read back whole'}", file=sys.stderr, flush=True)
+    pump(lambda: bool(done), 3600)
+    final = window.last_map
+    window.export_map(tmp / "final")
+    pump(lambda: window._pending_export is None, 300)
+    files, problem = verify_export(tmp / "final", final, full=True) if final is not None else (0, "no map")
+    rows.append(("end", window.capture.delivered, len(window.est_t), len(final.timestamps) if final else 0, files,
+                 problem))
+    window.close()
+    window.shutdown()
+    print(f"\nfault soak: {args.frames} frames of generated room 0 back and forth at {args.size}, no network, mapping "
+          f"process killed at frames {kill_at} (seed {args.seed}); {time.monotonic() - t0:.0f} s, load average "
+          f"{load:.1f} at the start")
+    print(f"{'kill':>5} {'frame':>6} {'poses mapped':>12} {'poses exported':>14} {'files':>5}  read back")
+    for r in rows:
+        print(f"{r[0]!s:>5} {r[1]:6d} {r[2]:12d} {r[3]:14d} {r[4]:5d}  {r[5] or 'whole'}")
+    ok = len(rows) == args.kills + 1 and not any(r[5] for r in rows)
+    print("verdict: " + ("every map exported whole and read back" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
