@@ -22,8 +22,9 @@ RULES = {
     "app.map_cli": QT,  # the headless m2hmx-map runs without a display
     "app.mapping_process": ("torch", *QT),  # the viewer's mapping process (spawned): no Qt, no torch
 }
-# ... except the numpy records both sides share: the IMU samples a Frame carries (and their one-line error).
-ALLOWED = {"m2hmx": ("mapping", "mapping.imu", "mapping.interface")}
+# ... except the small numpy/stdlib pieces both sides share: the IMU samples a Frame carries (and their one-line
+# error), and the atomic file writer.
+ALLOWED = {"m2hmx": ("mapping", "mapping.imu", "mapping.interface", "mapping.atomic")}
 
 _CHILD = r"""
 import importlib, json, pkgutil, sys, traceback

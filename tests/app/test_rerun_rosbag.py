@@ -100,8 +100,11 @@ def test_rosbag_has_hydras_topics_encodings_metric_depth_and_tf(run):
     bag = run / "bag"
     msgs = bag_messages(bag)
     counts = {topic: len(v) for topic, v in msgs.items()}
+    imu_samples = sum(len(SyntheticSource(seed=SEED)[i].imu) for i in range(FRAMES))  # generated rooms have IMU
+    assert imu_samples == 1 + 200 * (FRAMES - 1) // 30  # 200 Hz from t = 0 to the last frame
     assert counts == {TOPICS["rgb"]: FRAMES, TOPICS["depth"]: FRAMES, TOPICS["labels"]: FRAMES,
-                      TOPICS["camera_info"]: FRAMES, TOPICS["tf"]: FRAMES, TOPICS["tf_static"]: 1, TOPICS["path"]: 1}
+                      TOPICS["camera_info"]: FRAMES, TOPICS["tf"]: FRAMES, TOPICS["tf_static"]: 1, TOPICS["path"]: 1,
+                      TOPICS["imu"]: imu_samples}
     assert "metadata.yaml" in {p.name for p in bag.iterdir()} and list(bag.glob("*.mcap"))
     assert [m.encoding for _, _, m in msgs[TOPICS["rgb"]]] == ["rgb8"] * FRAMES
     assert [m.encoding for _, _, m in msgs[TOPICS["depth"]]] == ["32FC1"] * FRAMES
