@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.pipeline import ODOMETRY_CHOICES
+from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default=None, help="network for --depth pred / labels "
                    "(default assets/m2hmx-demo.safetensors with --depth pred)")
+    p.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
+                   help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
+                        "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
@@ -32,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    try:
+        return parse_tasks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +75,7 @@ def _run(args) -> int:
         ckpt = Path(args.checkpoint) if args.checkpoint else ASSETS_DIR / "m2hmx-demo.safetensors"
         if not ckpt.is_file():
             raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-        predictor = Predictor.from_checkpoint(str(ckpt), "cpu")
+        predictor = Predictor.from_checkpoint(str(ckpt), "cpu", tasks=args.tasks)
     label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
         or load_label_space("scannet20")
     config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,

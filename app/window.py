@@ -63,6 +63,7 @@ class ViewerOptions:
     loop_frames: int | None = None  # soak runs: cycle the source back and forth for this many frames
     torch_threads: int = 1
     odometry: str | None = None  # MappingConfig.odometry: None = by depth source
+    tasks: tuple[str, ...] | None = None  # network outputs (--tasks); None: all of the model's
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
@@ -126,7 +127,7 @@ class Loader(QtCore.QThread):
                 from m2hmx.predictor import Predictor
 
                 torch.set_num_threads(opts.torch_threads)
-                predictor = Predictor.from_checkpoint(opts.checkpoint, opts.device)
+                predictor = Predictor.from_checkpoint(opts.checkpoint, opts.device, tasks=opts.tasks)
                 if opts.depth_scale != 1.0:
                     predictor = ScaledPredictor(predictor, opts.depth_scale)
             except Exception as exc:
@@ -141,6 +142,7 @@ class ScaledPredictor:
     def __init__(self, predictor, scale: float):
         self._predictor, self.scale = predictor, float(scale)
         self.label_space, self.tasks = predictor.label_space, predictor.tasks
+        self.model_tasks = predictor.model_tasks
 
     def predict(self, rgb):
         pred = self._predictor.predict(rgb)
@@ -559,13 +561,25 @@ class MainWindow(QtWidgets.QMainWindow):
                 panel.set_image(image, levels=(0, 255))
                 panel.set_title(name + (" (GROUND TRUTH)" if src == "ground truth" else " (predicted)"))
             elif not panel.has_image():
-                panel.show_message(f"the model has no {name} head" if self.predictor is not None else f"no {name}")
+                message = self._no_panel_image(name)
+                panel.show_message(message)
+                if message.endswith("off (--tasks)"):
+                    panel.set_title(f"{name} (off)")
         if self.mapper is not None and not r.sent_to_mapping and not self._told_nothing_to_map:
             self._told_nothing_to_map = True
             self.show_error("nothing to map: this source has no depth and there is no network")
         if r.gt_pose is not None and r.sent_to_mapping:
             self.gt_t.append(r.timestamp)
             self.gt_poses.append(r.gt_pose)
+
+    def _no_panel_image(self, name: str) -> str:
+        """Why the normals or edges panel has no image."""
+        if self.predictor is None:
+            return f"no {name}"
+        task = "edge" if name == "edges" else name
+        if task in self.predictor.model_tasks and task not in self.predictor.tasks:
+            return f"{name}: off (--tasks)"
+        return f"the model has no {name} head"
 
     def _on_mapping_message(self, kind: str, payload) -> None:
         if kind == "step":
