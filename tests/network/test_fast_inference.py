@@ -94,3 +94,14 @@ def test_scan_op_is_the_scan_and_traceable():
     torch.library.opcheck(_cpu_scan_forward_op, (u, delta, A, B.transpose(1, 2).contiguous(),
                                                  C.transpose(1, 2).contiguous()),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_module_breakdown_names_every_part(tiny_config):
+    from m2hmx.cli.profile import module_breakdown
+
+    rows = dict(module_breakdown(build_model(tiny_config()), 64, 96, runs=1))
+    assert {"backbone", "HFA", "decoder level s4: Mamba (in RGM)", "decoder task branches", "head semseg",
+            "head normals", "outputs (resize, normalise, edge refine)", "total"} <= set(rows)
+    assert all(ms >= 0 for ms in rows.values())
+    parts = rows["backbone"] + rows["HFA"] + rows["decoder (all)"] + sum(v for k, v in rows.items() if "head " in k)
+    assert parts <= rows["total"] + 1e-6
