@@ -261,8 +261,10 @@ class PerceptionThread(QtCore.QThread):
                 continue
             self.busy = True
             try:
-                result = self.process(item)
-                self.out_slot.put(result)
+                result, pred = self.compose(item)
+                self.out_slot.put(result)  # on screen before the hand-off to mapping, where file sources wait
+                if result.sent_to_mapping:
+                    self._send_to_mapping(item.frame, pred)
                 self.processed += 1
                 failures = 0
             except Exception as exc:
@@ -276,7 +278,8 @@ class PerceptionThread(QtCore.QThread):
             finally:
                 self.busy = False
 
-    def process(self, item: Captured) -> PerceptionResult:
+    def compose(self, item: Captured) -> tuple[PerceptionResult, object]:
+        """(the panels' images for ``item``, the network's prediction or None)."""
         frame = item.frame
         t0 = time.perf_counter()
         pred = self.predictor.predict(frame.rgb) if self.predictor is not None else None
@@ -309,19 +312,17 @@ class PerceptionThread(QtCore.QThread):
             res.seg_overlay = overlay_labels(frame.rgb, labels, ls)
             counts = np.bincount(labels.ravel(), minlength=256)[: ls.num_classes]
             res.present = tuple(int(i) for i in np.flatnonzero(counts))
-        if self.mapper is not None:
-            res.sent_to_mapping = self._send_to_mapping(frame, pred)
-        return res
+        res.sent_to_mapping = self.mapper is not None and (pred is not None or frame.depth is not None)
+        return res, pred
 
-    def _send_to_mapping(self, frame: Frame, pred) -> bool:
-        """Hand the frame to the mapping process. The first frame of each map carries its ground-truth pose
-        when the source has one (anchoring the map in the source's world frame, as ``m2hmx-map`` does)."""
+    def _send_to_mapping(self, frame: Frame, pred) -> None:
+        """Hand the frame (with a prediction or a depth) to the mapping process. The first frame of each map
+        carries its ground-truth pose when the source has one (anchoring the map in the source's world frame, as
+        ``m2hmx-map`` does)."""
         from app.pipeline import to_perception_frame
 
         mode = self.depth_source
         if pred is None:
-            if frame.depth is None:
-                return False
             mode = "gt"  # no network: the source's own depth and labels (shown as ground truth; may be none)
         elif mode == "sensor" and frame.depth is None:
             mode = "pred"
@@ -331,7 +332,6 @@ class PerceptionThread(QtCore.QThread):
             return to_perception_frame(frame, pred, mode, num_classes, pose_prior=anchor and frame.pose is not None)
 
         self.mapper.submit(make, wait=not self.live, stop=self._stop)
-        return True
 
 
 # --------------------------------------------------------------------------------------------- mapping

@@ -19,7 +19,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from m2hmx.cli.profile import count_macs, count_params, measure_latency

@@ -114,7 +114,8 @@ def module_breakdown(model, height: int, width: int, runs: int = 5, outputs=None
     started: dict[str, float] = {}
     handles = []
     for name, module in parts.items():
-        handles.append(module.register_forward_pre_hook(lambda m, a, n=name: started.__setitem__(n, time.perf_counter())))
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, n=name: started.__setitem__(n, time.perf_counter())))
         handles.append(module.register_forward_hook(
             lambda m, a, o, n=name: spent.__setitem__(n, spent.get(n, 0.0) + time.perf_counter() - started[n])))
     x = torch.randn(1, 3, height, width)
