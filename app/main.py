@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.pipeline import ODOMETRY_CHOICES
+from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 
 EPILOG = """\
@@ -63,6 +63,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _tasks(text: str) -> tuple[str, ...]:
+    try:
+        return parse_tasks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="m2hmx-viewer", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -102,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                        help="frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
                             "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate)")
+    model.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
+                       help="network outputs to predict, e.g. depth,semseg as the paper deploys it: the normals and "
+                            "edge panels say off (default: all of the model's heads)")
     model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",
                        help="torch threads for perception; mapping and the GUI need the other cores (1)")
 
@@ -157,7 +167,7 @@ def options_from_args(args: argparse.Namespace):
         depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
         max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
         quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
-        torch_threads=args.torch_threads, odometry=args.odometry,
+        torch_threads=args.torch_threads, odometry=args.odometry, tasks=args.tasks,
         rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
         if args.rerun_connect else ("spawn", None) if args.rerun else None)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.pipeline import ODOMETRY_CHOICES
+from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 
 
 VOXEL_RANGE = (0.002, 0.5)  # metres: below 2 mm a room's TSDF exhausts memory, above 0.5 m nothing is left of it
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default=None, help="network for --depth pred / labels "
                    "(default assets/m2hmx-demo.safetensors with --depth pred)")
+    p.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
+                   help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
+                        "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
     p.add_argument("--max-frames", type=_at_least_one, default=None)
     p.add_argument("--stride", type=_at_least_one, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
@@ -87,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--rosbag", metavar="DIR", help="also write the perception, poses and TF as a ROS 2 bag "
                       "(MCAP) in the new folder DIR, topics as mono-hydra-pp / Hydra expect them")
     return p
+
+
+def _tasks(text: str) -> tuple[str, ...]:
+    try:
+        return parse_tasks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +149,7 @@ def _run(args) -> int:
         ckpt = Path(args.checkpoint) if args.checkpoint else ASSETS_DIR / "m2hmx-demo.safetensors"
         if not ckpt.is_file():
             raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-        predictor = Predictor.from_checkpoint(str(ckpt), "cpu")
+        predictor = Predictor.from_checkpoint(str(ckpt), "cpu", tasks=args.tasks)
     label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
         or load_label_space("scannet20")
     config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,

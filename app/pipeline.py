@@ -11,6 +11,17 @@ DEPTH_MODES = ("sensor", "gt", "pred")
 # --odometry choices of m2hmx-map and m2hmx-viewer: the keys of mapping.tracking.ODOMETRY_METHODS, named here
 # so that building a parser does not import Open3D
 ODOMETRY_CHOICES = ("point_to_plane", "hybrid", "intensity")
+NETWORK_TASKS = ("semseg", "depth", "normals", "edge")  # m2hmx.config.TASKS, named here without importing torch
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """``--tasks depth,semseg[,normals,edge]`` -> the network outputs to predict (ValueError naming the problem:
+    argparse prints it as one line)."""
+    tasks = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [t for t in tasks if t not in NETWORK_TASKS]
+    if unknown or not {"depth", "semseg"} <= set(tasks):
+        raise ValueError(f"'{text}': a comma list of {', '.join(NETWORK_TASKS)} that holds depth and semseg")
+    return tasks
 
 
 def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_classes: int | None = None,

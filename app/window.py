@@ -65,6 +65,7 @@ class ViewerOptions:
     torch_threads: int = 1
     odometry: str | None = None  # MappingConfig.odometry: None = by depth source
     rerun: tuple[str, str | None] | None = None  # ("spawn" | "connect" | "save", address or .rrd path)
+    tasks: tuple[str, ...] | None = None  # network outputs (--tasks); None: all of the model's
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
@@ -124,7 +125,7 @@ class Loader(QtCore.QThread):
                 from m2hmx.predictor import Predictor
 
                 torch.set_num_threads(opts.torch_threads)
-                predictor = Predictor.from_checkpoint(opts.checkpoint, opts.device)
+                predictor = Predictor.from_checkpoint(opts.checkpoint, opts.device, tasks=opts.tasks)
                 if opts.depth_scale != 1.0:
                     predictor = ScaledPredictor(predictor, opts.depth_scale)
             except Exception as exc:
@@ -139,6 +140,7 @@ class ScaledPredictor:
     def __init__(self, predictor, scale: float):
         self._predictor, self.scale = predictor, float(scale)
         self.label_space, self.tasks = predictor.label_space, predictor.tasks
+        self.model_tasks = predictor.model_tasks
 
     def predict(self, rgb):
         pred = self._predictor.predict(rgb)
@@ -617,7 +619,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 panel.set_image(image, levels=(0, 255))
                 panel.set_title(name + (" (GROUND TRUTH)" if src == "ground truth" else " (predicted)"))
             elif not panel.has_image():
-                panel.show_message(f"the model has no {name} head" if self.predictor is not None else f"no {name}")
+                message = self._no_panel_image(name)
+                panel.show_message(message)
+                if message.endswith("off (--tasks)"):
+                    panel.set_title(f"{name} (off)")
         if self.mapper is not None and not r.sent_to_mapping and not self._told_nothing_to_map:
             self._told_nothing_to_map = True
             self.show_error("nothing to map: this source has no depth and there is no network")
@@ -632,6 +637,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self._rerun_index[r.timestamp] = r.index
             if len(self._rerun_index) > 1000:
                 self._rerun_index.pop(next(iter(self._rerun_index)))
+
+    def _no_panel_image(self, name: str) -> str:
+        """Why the normals or edges panel has no image."""
+        if self.predictor is None:
+            return f"no {name}"
+        task = "edge" if name == "edges" else name
+        if task in self.predictor.model_tasks and task not in self.predictor.tasks:
+            return f"{name}: off (--tasks)"
+        return f"the model has no {name} head"
 
     def _on_mapping_message(self, kind: str, payload) -> None:
         if kind == "step":

@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--size", default="240x320")
+    p.add_argument("--skip", default="", help="comma list of configurations to leave out: sensor, 1t, 2t, 1t2 "
+                   "(no network; 1 / 2 torch threads; 1 thread with --tasks depth,semseg)")
     args = p.parse_args(argv)
     ensure_display()
     from PyQt6 import QtCore, QtWidgets
@@ -132,19 +134,22 @@ def main(argv=None) -> int:
     size = tuple(int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     checkpoint, what = model_checkpoint(tmp)
-    configs = [("no network (sensor depth, GT labels)", None, 1), (f"{what}, 1 torch thread", checkpoint, 1),
-               (f"{what}, 2 torch threads", checkpoint, 2)]
+    configs = [("sensor", "no network (sensor depth, GT labels)", None, 1, None),
+               ("1t", f"{what}, 1 torch thread", checkpoint, 1, None),
+               ("1t2", f"{what}, 1 thread, depth,semseg", checkpoint, 1, ("depth", "semseg")),
+               ("2t", f"{what}, 2 torch threads", checkpoint, 2, None)]
+    configs = [c[1:] for c in configs if c[0] not in args.skip.split(",")]
     load = os.getloadavg()[0]  # other work on the machine slows every stage: reported with the table
     rows = []
-    for name, ckpt, threads in configs:
+    for name, ckpt, threads, tasks in configs:
         opts = ViewerOptions(source=SourceSpec("demo", demo_frames=max(args.frames, 2)), checkpoint=ckpt, size=size,
-                             max_frames=args.frames, torch_threads=threads, output_dir=str(tmp))
+                             max_frames=args.frames, torch_threads=threads, output_dir=str(tmp), tasks=tasks)
         r = run_viewer(opts)
         rows.append((name, r))
         print(f"done: {name}: {r['shown']} frames" + (f"; errors: {r['errors'][-1]}" if r["errors"] else ""),
               file=sys.stderr)
     print(f"\nm2hmx-viewer end to end, demo scene at {args.size}, {args.frames} frames, {os.cpu_count()} CPUs "
-          f"(load average {load:.1f} before the runs)")
+          f"(load average {load:.1f} before the runs, {os.getloadavg()[0]:.1f} after)")
     head = (f"{'configuration':<46} {'shown':>5} {'frames/s':>8} {'net ms':>7} {'map f/s':>7} "
             f"{'lat p50':>7} {'lat p95':>7} {'GUI max stall':>13} {'>50ms':>5} {'dropped':>7} {'ATE cm':>6}")
     print(head)

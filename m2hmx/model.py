@@ -7,7 +7,6 @@ all other configured tasks (raw decoder features until that task's head has run)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from m2hmx.backbone import DINOv3Backbone
@@ -46,8 +45,25 @@ class M2HMX(nn.Module):
     def tasks(self) -> tuple[str, ...]:
         return self.config.tasks
 
-    def forward(self, images: torch.Tensor) -> dict:
+    def needed_heads(self, outputs: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The heads whose final prediction layers run for ``outputs`` (default: every task). Every head's
+        features always run: each later head mixes them in (semseg sees all of them), so leaving a head out
+        would change the other answers. Edges are predicted whenever semseg refines its logits with them."""
+        wanted = set(self.tasks if outputs is None else outputs)
+        unknown = wanted - set(self.tasks)
+        if unknown or not {"depth", "semseg"} <= wanted:
+            raise ValueError(f"outputs {sorted(wanted)}: need depth and semseg, from this model's "
+                             f"{', '.join(self.tasks)}")
+        if self.heads["semseg"].edge_refine is not None:
+            wanted.add("edge")
+        return tuple(t for t in self.tasks if t in wanted)
+
+    def forward(self, images: torch.Tensor, outputs: tuple[str, ...] | None = None) -> dict:
+        """``outputs``: the tasks to predict (eval mode; default all), e.g. ("depth", "semseg") as the paper
+        deploys it: the other heads' prediction layers and full-size outputs are skipped, and the asked
+        outputs are exactly what the full forward gives."""
         size = images.shape[-2:]
+        predict = self.needed_heads(outputs) if outputs is not None and not self.training else self.tasks
         maps, registers = self.backbone(images)
         pyramid, g = self.hfa(maps, registers)
         feats = self.decoder(pyramid, g)
@@ -60,8 +76,10 @@ class M2HMX(nn.Module):
             if task == "depth":
                 r = head(feats[task])
             else:
-                r = head(feats[task], [context[t] for t in self.tasks if t != task])
+                r = head(feats[task], [context[t] for t in self.tasks if t != task], predict=task in predict)
             context[task] = r["feature"]
+            if task not in predict:
+                continue
             aux[task] = [resize(a, size, align_corners=task == "edge") for a in r["aux"]]
             out[task] = resize(r[task], size, align_corners=task == "edge")
             if task == "depth" and self.training:
@@ -70,14 +88,22 @@ class M2HMX(nn.Module):
                 out["depth_coarse"] = resize(r["coarse"], size)
                 out["depth_offset"] = resize(r["offset"], size)
         if "normals" in out:
-            out["normals"] = F.normalize(out["normals"], dim=1)
-            aux["normals"] = [F.normalize(a, dim=1) for a in aux["normals"]]
+            out["normals"] = unit(out["normals"])
+            aux["normals"] = [unit(a) for a in aux["normals"]]
         seg_head = self.heads["semseg"]
         if seg_head.edge_refine is not None:
             out["semseg"] = seg_head.refine_with_edges(out["semseg"], out["edge"])
+        if outputs is not None:
+            out = {k: v for k, v in out.items() if k in outputs or k not in self.tasks}
         if self.training:
             out["aux"] = aux
         return out
+
+
+def unit(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` (x / max(|x|, eps) over channels) as plain elementwise ops: torch's
+    vector norm over the channels of an NCHW map took 6 ms for a 3x144x192 map on one CPU thread."""
+    return x / torch.sqrt((x * x).sum(dim=1, keepdim=True)).clamp_min(eps)
 
 
 def build_model(config_or_name: M2HMXConfig | str) -> M2HMX:

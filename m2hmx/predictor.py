@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from m2hmx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from m2hmx.labels import LabelSpace, load_label_space
+from m2hmx.model import unit
 
 
 class PredictorError(ValueError):
@@ -29,13 +30,29 @@ class Prediction:
 
 class Predictor:
     """Runs an ``M2HMX`` in inference mode. ``amp``: None = bf16 autocast on CUDA and fp32 on CPU (bf16 is
-    far slower than fp32 on CPUs), or "bf16" / "fp16" / "fp32". The Mamba scan always runs in fp32.
-    ``compile``: wrap the model in ``torch.compile``."""
+    slower than fp32 on CPUs: 74 against 71 ms for the demo model on one thread of a CPU with AMX-BF16, and its
+    answers change), or "bf16" / "fp16" / "fp32". The Mamba scan always runs in fp32.
+    ``compile``: wrap the model in ``torch.compile``. ``tasks``: the outputs to predict (default all of the
+    model's; depth and semseg at least), e.g. ("depth", "semseg") as the paper deploys it: the other heads'
+    prediction layers are skipped and the asked outputs are unchanged (``M2HMX.forward``). On CPU the model
+    runs channels-last (NHWC), which oneDNN's convolutions take without reordering their inputs
+    (benchmarks/RESULTS.md, "Inference speed")."""
 
-    def __init__(self, model, device: str | torch.device = "cpu", amp: str | None = None, compile: bool = False):
+    def __init__(self, model, device: str | torch.device = "cpu", amp: str | None = None, compile: bool = False,
+                 tasks: tuple[str, ...] | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        wanted = self.config.tasks if tasks is None else tuple(tasks)
+        unknown = sorted(set(wanted) - set(self.config.tasks))
+        if unknown or not {"depth", "semseg"} <= set(wanted):
+            raise PredictorError(f"tasks {','.join(wanted)}: need depth and semseg, from this model's "
+                                 f"{','.join(self.config.tasks)}")
+        self.model_tasks = self.config.tasks
+        self.tasks = tuple(t for t in self.config.tasks if t in wanted)
+        self._outputs = None if self.tasks == self.config.tasks else self.tasks
         if amp is None:
             amp = "bf16" if self.device.type == "cuda" else "fp32"
         if amp not in ("bf16", "fp16", "fp32"):
@@ -43,7 +60,6 @@ class Predictor:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
         self._forward = torch.compile(self.model) if compile else self.model
         self.label_space: LabelSpace = load_label_space(self.config.label_space)
-        self.tasks = self.config.tasks
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
@@ -72,8 +88,9 @@ class Predictor:
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         x = (x - self._mean) / self._std
         x = F.pad(x, (0, pw - w, 0, ph - h))  # zero after normalisation = the mean colour
+        x = x.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self._forward(x)
+            out = self._forward(x, self._outputs)
 
         def back(t: torch.Tensor, align_corners: bool = False) -> torch.Tensor:  # crop padding, resize to input
             t = t[..., :h, :w].float()
@@ -81,13 +98,15 @@ class Predictor:
                 t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=align_corners)
             return t[0]
 
-        probs = torch.softmax(back(out["semseg"]), dim=0)
-        conf, labels = probs.max(dim=0)
+        logits = back(out["semseg"])
+        probs = torch.softmax(logits, dim=0) if return_probs else None
+        top, labels = logits.max(dim=0)
+        conf = 1.0 / torch.exp(logits - top).sum(dim=0)  # the top class's softmax probability
         depth = back(out["depth"])[0].clamp_min(self.config.min_depth)
         pred = Prediction(depth=depth.cpu().numpy(), labels=labels.to(torch.uint8).cpu().numpy(),
                           confidence=conf.cpu().numpy(), probs=probs.cpu().numpy() if return_probs else None)
         if "normals" in out:
-            pred.normals = F.normalize(back(out["normals"]), dim=0).permute(1, 2, 0).contiguous().cpu().numpy()
+            pred.normals = unit(back(out["normals"])[None])[0].permute(1, 2, 0).contiguous().cpu().numpy()
         if "edge" in out:
             pred.edges = torch.sigmoid(back(out["edge"], align_corners=True)[0]).cpu().numpy()
         return pred

@@ -200,6 +200,19 @@ def _scan_core_forward(u, delta, A, Bl, Cl):
     return y
 
 
+@torch.library.custom_op("m2hmx::cpu_scan_forward", mutates_args=())
+def _cpu_scan_forward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bl: torch.Tensor,
+                         Cl: torch.Tensor) -> torch.Tensor:
+    """The inference scan (no states kept) as one opaque torch op, so ``torch.compile`` traces the model
+    around it instead of breaking its graph at the numba call."""
+    return _scan_core_forward(u.contiguous(), delta.contiguous(), A.contiguous(), Bl.contiguous(), Cl.contiguous())
+
+
+@_cpu_scan_forward_op.register_fake
+def _(u, delta, A, Bl, Cl):
+    return torch.empty_like(u, memory_format=torch.contiguous_format)
+
+
 class _ScanCore(torch.autograd.Function):
     """y_t = <h_t, C_t>, h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t on CPU fp32 (B, C time-major)."""
 
@@ -239,7 +252,7 @@ def _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             y = _ScanCore.apply(u, delta, A.contiguous(), Bl, Cl)
         else:
-            y = _scan_core_forward(u, delta, A, Bl, Cl)
+            y = _cpu_scan_forward_op(u, delta, A, Bl, Cl)
         if D is not None:
             y = y + u * D.float()[:, None]
         if z is not None:

@@ -93,6 +93,68 @@ def measure_latency(model, height: int, width: int, runs: int = 5, warmup: int =
     return statistics.median(times)
 
 
+def module_breakdown(model, height: int, width: int, runs: int = 5, outputs=None) -> list[tuple[str, float]]:
+    """Median milliseconds of each part of an eval forward on CPU (batch 1), from forward hooks: backbone, HFA,
+    each decoder level's register-gated Mamba (its scan block separately), the task branches, each head, and
+    the rest (full-size resizes, normalisation, edge refine). ``outputs``: ``M2HMX.forward``'s."""
+    import statistics
+    import time
+
+    import torch
+
+    model = model.eval()
+    parts = {"backbone": model.backbone, "HFA": model.hfa}
+    for k, (rgm, stride) in enumerate(zip(model.decoder.rgm, model.hfa.strides)):
+        parts[f"decoder level s{stride}: RGM"] = rgm
+        parts[f"decoder level s{stride}: Mamba (in RGM)"] = rgm.mamba
+    parts["decoder (all)"] = model.decoder
+    for task, head in model.heads.items():
+        parts[f"head {task}"] = head
+    spent: dict[str, float] = {}
+    started: dict[str, float] = {}
+    handles = []
+    for name, module in parts.items():
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, n=name: started.__setitem__(n, time.perf_counter())))
+        handles.append(module.register_forward_hook(
+            lambda m, a, o, n=name: spent.__setitem__(n, spent.get(n, 0.0) + time.perf_counter() - started[n])))
+    x = torch.randn(1, 3, height, width)
+    samples: dict[str, list[float]] = {}
+    try:
+        with torch.inference_mode():
+            model(x, outputs)
+            for _ in range(runs):
+                spent.clear()
+                t = time.perf_counter()
+                model(x, outputs)
+                total = time.perf_counter() - t
+                rgms = sum(v for k, v in spent.items() if k.endswith(": RGM"))
+                spent["decoder task branches"] = spent["decoder (all)"] - rgms
+                spent["outputs (resize, normalise, edge refine)"] = total - sum(
+                    v for k, v in spent.items() if k in ("backbone", "HFA", "decoder (all)") or k.startswith("head "))
+                spent["total"] = total
+                for k, v in spent.items():
+                    samples.setdefault(k, []).append(1000 * v)
+    finally:
+        for h in handles:
+            h.remove()
+    order = [k for k in samples if k.startswith(("backbone", "HFA", "decoder level"))] + [
+        "decoder task branches", "decoder (all)"] + [k for k in samples if k.startswith("head ")] + [
+        "outputs (resize, normalise, edge refine)", "total"]
+    return [(k, statistics.median(samples[k])) for k in order]
+
+
+def _network(model: str, config):
+    """The preset with random weights, or the checkpoint's model."""
+    from m2hmx.config import PRESETS
+
+    if model in PRESETS:
+        from m2hmx.model import M2HMX
+        return M2HMX(config)
+    from m2hmx.checkpoint import load_model
+    return load_model(model)
+
+
 def profile(model: str, tasks: str | None, height: int, width: int, latency: bool = True, runs: int = 5) -> dict:
     if height <= 0 or width <= 0 or height % 16 or width % 16:
         raise ProfileError(f"--height {height} --width {width}: both must be positive multiples of 16")
@@ -104,14 +166,7 @@ def profile(model: str, tasks: str | None, height: int, width: int, latency: boo
     if latency:
         import torch
 
-        from m2hmx.config import PRESETS
-
-        if model in PRESETS:  # random weights
-            from m2hmx.model import M2HMX
-            net = M2HMX(config)
-        else:
-            from m2hmx.checkpoint import load_model
-            net = load_model(model)
+        net = _network(model, config)
         result["latency_ms"] = round(1000 * measure_latency(net, height, width, runs), 1)
         result["threads"] = torch.get_num_threads()
     return result
@@ -127,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for the latency")
     parser.add_argument("--runs", type=int, default=5, help="timed forwards after 2 warm-up ones")
     parser.add_argument("--no-latency", action="store_true", help="only parameters and GMACs")
+    parser.add_argument("--breakdown", action="store_true", help="also the latency of each part of the network")
+    parser.add_argument("--channels-last", action="store_true", help="run channels-last, as the Predictor does on CPU")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
@@ -149,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GMACs      {r['gmacs']:.2f}")
         if r["latency_ms"] is not None:
             print(f"latency    {r['latency_ms']:.1f} ms (CPU, {r['threads']} threads, median of {args.runs})")
+    if args.breakdown:
+        import torch
+
+        config = resolve_config(args.model, args.tasks)
+        net = _network(args.model, config)
+        if args.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        print(f"per part, median ms of {args.runs} forwards (CPU, {torch.get_num_threads()} threads"
+              f"{', channels-last' if args.channels_last else ''}):")
+        for name, ms in module_breakdown(net, args.height, args.width, args.runs):
+            print(f"  {name:<44} {ms:8.2f}")
     return 0
 
 
