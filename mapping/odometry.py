@@ -92,7 +92,7 @@ class SparseOdometry:
         self.imu = imu  # mapping.imu_fusion.ImuFusion or None
         self.pose = np.asarray(start_pose, np.float64).copy()
         self.velocity = np.eye(4)  # last frame-to-frame motion
-        self.prev_gray: np.ndarray | None = None
+        self.started = False
         self.track_px = np.zeros((0, 2), np.float32)
         self.track_lid = np.zeros(0, np.int64)
         self.track_src = np.zeros((0, 2), np.float32)  # each live track's pixel in the keyframe image
@@ -203,9 +203,11 @@ class SparseOdometry:
         gray = to_gray(rgb, self.cfg.features.blur_sigma * self.px_scale)
         if self.imu is not None:
             self.imu.add(imu_samples)
-        if self.prev_gray is None:
-            self.prev_gray = gray
-            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), first=True)
+        if not self.started:
+            self.started = True
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, first=True)
+            if self.imu is not None:
+                self.imu.frame_done(timestamp, self.pose)
             return OdometryStep(self.pose.copy(), True, "", True, 0, None)
         predicted = self.pose @ self.velocity
         if self.imu is not None:
@@ -215,7 +217,6 @@ class SparseOdometry:
             result = self._track_from_keyframe(gray, predicted, self.track_src, self.track_lid, depth, confidence)
         if result is None and len(self.kf_lid) > len(self.track_lid):  # relocalise against the keyframe
             result = self._track_from_keyframe(gray, predicted, self.kf_px, self.kf_lid, depth, confidence)
-        self.prev_gray = gray
         if result is None:
             return self._failed(timestamp, gray, depth, confidence, predicted)
         pose = result[0]
@@ -223,7 +224,7 @@ class SparseOdometry:
         self.frames_since_kf += 1
         keyframe = self._needs_keyframe()
         if keyframe:
-            pose = self._keyframe(timestamp, gray, depth, confidence, pose, np.ones(len(self.track_lid), bool))
+            pose = self._keyframe(timestamp, gray, depth, confidence, pose)
         self.velocity = np.linalg.inv(self.pose) @ pose
         self.pose = pose
         if self.imu is not None:
@@ -261,7 +262,7 @@ class SparseOdometry:
         self.track_src = self.track_px
         if self.lost_frames >= self.cfg.relocalise_frames:
             # no relocalisation: start anew at the held pose (weak prior), the map is kept
-            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), restart=True)
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, restart=True)
             self.lost_frames = 0
             message += "; restarted at the held pose"
         if self.imu is not None:
@@ -293,7 +294,7 @@ class SparseOdometry:
         return float(np.median(z[ok] / d[ok]))
 
     # ------------------------------------------------------------------ keyframes and the smoother
-    def _keyframe(self, timestamp, gray, depth, confidence, pose, live: np.ndarray, first: bool = False,
+    def _keyframe(self, timestamp, gray, depth, confidence, pose, first: bool = False,
                   restart: bool = False) -> np.ndarray:
         k = self.keyframes
         self.keyframes += 1
