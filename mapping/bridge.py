@@ -298,7 +298,7 @@ class MappingBridge:
         if cfg.sparse_odometry:
             start = frame.pose_prior if frame.pose_prior is not None else np.eye(4)
             sigma = cfg.sparse.depth_sigma_rel or depth_sigma_for(cfg.depth_mode)
-            self._odometry = SparseOdometry(frame.K, frame.size, start, cfg.sparse, sigma, imu)
+            self._odometry = SparseOdometry(frame.K, frame.size, start, cfg.sparse, sigma, imu, cfg.scale_alignment)
 
     def _sparse_step(self, frame: PerceptionFrame, depth: np.ndarray):
         """The sparse odometry's pose; with scale alignment, the depth is brought onto the landmarks' scale."""

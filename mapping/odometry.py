@@ -17,6 +17,11 @@ inverse-depth error (sigma(1/z) = sigma_rel / z), linearised into range space as
 A range prior is added at every keyframe that observes the landmark (with its depth there), so a
 landmark's depth averages over views and the reprojections of several keyframes outvote one wrong depth.
 
+Predicted depth's scale wobbles from frame to frame. With ``align_scale`` each frame's depth is first brought
+onto the landmarks' scale (median ratio at the pose from the reprojections alone) before its ranges enter the
+pose refinement and, at keyframes, the depth priors; the map keeps the first frame's scale, as the dense path
+does (``mapping.bridge``). Otherwise a per-frame scale error would pull every pose along the view axis.
+
 Tracking failure (too few tracks, PnP fails) is reported and survived: the pose is held, the next frames
 are tracked again from the last keyframe's image (relocalisation against the keyframe), and after
 ``relocalise_frames`` failed frames a new keyframe is started at the held pose, tied to it by a weak prior.
@@ -67,19 +72,22 @@ class OdometryStep:
     message: str
     keyframe: bool
     tracked: int  # PnP inlier tracks in this frame
-    depth_ratio: float | None  # median landmark depth / the frame's depth at the tracks (None if too few)
+    # the factor that brings this frame's depth onto the landmarks' (the map's) scale: the one applied with
+    # ``align_scale``, else the median landmark depth / frame depth at the tracks (None if too few)
+    depth_ratio: float | None
 
 
 class SparseOdometry:
     """Keyframe visual(-inertial) odometry for one camera (fixed K and image size)."""
 
     def __init__(self, K: np.ndarray, size: tuple[int, int], start_pose: np.ndarray, cfg: OdometryConfig,
-                 depth_sigma_rel: float, imu=None):
+                 depth_sigma_rel: float, imu=None, align_scale: bool = False):
         self.K = np.asarray(K, np.float64)
         self.h, self.w = size
         self.cfg = cfg
         self.px_scale = self.w / 320.0
         self.depth_sigma_rel = depth_sigma_rel
+        self.align_scale = align_scale
         self.cal = gtsam.Cal3_S2(self.K[0, 0], self.K[1, 1], 0.0, self.K[0, 2], self.K[1, 2])
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(cfg.isam_relinearize)
@@ -114,10 +122,11 @@ class SparseOdometry:
         uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] * [self.K[0, 0], self.K[1, 1]] + self.K[:2, 2]
         return uv, z
 
-    def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray | None = None,
-             confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray,
+             confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
         """PnP-RANSAC from ``guess``, then a robust pose-only refinement on the inliers that also uses this
-        frame's depth at the tracks (range residuals weighted like the depth priors)."""
+        frame's depth at the tracks (range residuals weighted like the depth priors). Returns (pose, inlier
+        mask, the factor that brings this frame's depth onto the landmarks' scale; 1 without alignment)."""
         cw = np.linalg.inv(guess)
         rvec, _ = cv2.Rodrigues(cw[:3, :3])
         tvec = cw[:3, 3].reshape(3, 1).copy()
@@ -131,17 +140,25 @@ class SparseOdometry:
         R, _ = cv2.Rodrigues(rvec)
         cw = np.eye(4)
         cw[:3, :3], cw[:3, 3] = R, tvec.ravel()
-        rng, sig = None, None
-        if depth is not None:
-            rng, sig = self._range_obs(depth, confidence, uv[inl])
-        pose = self._refine(np.linalg.inv(cw), pts_w[inl], uv[inl], rng, sig)
+        pose = np.linalg.inv(cw)
+        scale = 1.0
+        if self.align_scale:  # bring this frame's depth onto the landmarks' scale first (see class docstring)
+            pose = self._refine(pose, pts_w[inl], uv[inl], None, None)
+            _, z = self._project(pts_w[inl], pose)
+            d = self._depth_at(depth, uv[inl])
+            good = (d > 0) & (z > 0)
+            if good.sum() >= self.cfg.min_pnp_inliers:
+                ratio = float(np.median(z[good] / d[good]))
+                scale = ratio if 0.5 < ratio < 2.0 else 1.0
+        rng, sig = self._range_obs(depth, confidence, uv[inl])
+        pose = self._refine(pose, pts_w[inl], uv[inl], rng * scale, sig * scale)
         # final inliers at the refined pose
         proj, z = self._project(pts_w, pose)
         err = np.linalg.norm(proj - uv, axis=1)
         mask = (err < self.cfg.pnp_px * self.px_scale) & (z > 0)
         if mask.sum() < self.cfg.min_pnp_inliers:
             return None
-        return pose, mask
+        return pose, mask, scale
 
     def _range_obs(self, depth: np.ndarray, confidence: np.ndarray | None, uv: np.ndarray):
         """Range (camera centre to the surface point) at each pixel and its prior sigma; 0 where no depth."""
@@ -219,7 +236,9 @@ class SparseOdometry:
             result = self._track_from_keyframe(gray, predicted, self.kf_px, self.kf_lid, depth, confidence)
         if result is None:
             return self._failed(timestamp, gray, depth, confidence, predicted)
-        pose = result[0]
+        pose, _, scale = result
+        if scale != 1.0:
+            depth = depth * np.float32(scale)
         self.lost_frames = 0
         self.frames_since_kf += 1
         keyframe = self._needs_keyframe()
@@ -229,7 +248,8 @@ class SparseOdometry:
         self.pose = pose
         if self.imu is not None:
             self.imu.frame_done(timestamp, pose)
-        return OdometryStep(pose.copy(), True, "", keyframe, len(self.track_lid), self._depth_ratio(depth))
+        ratio = scale if self.align_scale else self._depth_ratio(depth)
+        return OdometryStep(pose.copy(), True, "", keyframe, len(self.track_lid), ratio)
 
     def _track_from_keyframe(self, gray: np.ndarray, predicted: np.ndarray, src: np.ndarray, lids: np.ndarray,
                              depth: np.ndarray, confidence: np.ndarray | None):
