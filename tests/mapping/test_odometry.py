@@ -88,6 +88,8 @@ def test_vio_without_imu_falls_back_to_visual_only_and_says_so(room):
         assert step.tracking_ok
     assert bridge.odometry_mode == "vo"
     assert bridge.odometry_note == "no IMU in this source: visual-only odometry (vo)"
+    assert bridge.odometry_summary().startswith("vo: ") and bridge.odometry_summary().endswith(
+        "(no IMU in this source: visual-only odometry (vo))")
     with_imu = MappingBridge(source.label_space, MappingConfig(depth_mode="pred", odometry="vio"))
     f = frames[0]
     with_imu.process(PerceptionFrame(f.timestamp, f.rgb, f.depth, f.labels, f.K, imu=f.imu, pose_prior=f.pose))
