@@ -75,7 +75,6 @@ def run_sparse(frames, depths, confidences, depth_mode: str, imu_noise=None, ali
 
 def run_dense(frames, depth_mode: str = "gt") -> dict:
     """The project's dense frame-to-model tracker through the bridge (integration included in the time)."""
-    from m2hmx.data.synthetic import SyntheticSource  # noqa: F401  (label space below)
     from m2hmx.labels import load_label_space
     from mapping.bridge import MappingBridge, MappingConfig
     from mapping.interface import PerceptionFrame
