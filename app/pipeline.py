@@ -8,9 +8,9 @@ from mapping.imu import carry_over
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 
 DEPTH_MODES = ("sensor", "gt", "pred")
-# --odometry choices of m2hmx-map and m2hmx-viewer: the keys of mapping.tracking.ODOMETRY_METHODS, named here
-# so that building a parser does not import Open3D
-ODOMETRY_CHOICES = ("point_to_plane", "hybrid", "intensity")
+# --odometry choices of m2hmx-map and m2hmx-viewer: mapping.odometry.ODOMETRY_MODES (sparse) and the keys of
+# mapping.tracking.ODOMETRY_METHODS (dense), named here so that building a parser does not import Open3D or GTSAM
+ODOMETRY_CHOICES = ("point_to_plane", "hybrid", "intensity", "vio", "vo")
 NETWORK_TASKS = ("semseg", "depth", "normals", "edge")  # m2hmx.config.TASKS, named here without importing torch
 
 
