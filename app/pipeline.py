@@ -16,7 +16,8 @@ def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_
                         pose_prior: bool = False) -> PerceptionFrame:
     """``sensor``/``gt``: the frame's own depth (an error if it has none); ``pred``: the network's depth.
     Labels and confidence come from the prediction when given, else from the frame's ground truth
-    (unlabelled when it has none). ``pose_prior`` passes the frame's ground-truth pose along."""
+    (unlabelled when it has none). ``pose_prior`` passes the frame's ground-truth pose along; the frame's IMU
+    samples (or None) always pass through."""
     if depth_mode not in DEPTH_MODES:
         raise InterfaceError(f"depth mode must be one of {', '.join(DEPTH_MODES)}, got '{depth_mode}'")
     if depth_mode == "pred":
@@ -35,7 +36,7 @@ def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_
         confidence = None
     return PerceptionFrame(frame.timestamp, frame.rgb, np.asarray(depth, np.float32), labels, frame.K,
                            confidence=confidence, pose_prior=frame.pose if pose_prior else None,
-                           num_classes=num_classes)
+                           num_classes=num_classes, imu=frame.imu)
 
 
 def run_mapping(source, bridge, predictor=None, depth_mode: str = "sensor", max_frames: int | None = None,

@@ -83,7 +83,7 @@ def resize_frame(frame: Frame, size: tuple[int, int]) -> Frame:
     interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
     return Frame(rgb=cv2.resize(frame.rgb, (w, h), interpolation=interp), K=K, timestamp=frame.timestamp,
                  index=frame.index, depth=nearest(frame.depth), labels=nearest(frame.labels), pose=frame.pose,
-                 normals=nearest(frame.normals), edges=nearest(frame.edges))
+                 normals=nearest(frame.normals), edges=nearest(frame.edges), imu=frame.imu)
 
 
 class CameraSource:
@@ -134,51 +134,148 @@ def _import_realsense():
     return rs
 
 
+class MotionBuffer:
+    """Gyro and accel samples as they arrive (two streams at their own rates, e.g. a D435i's 200 Hz gyro and 250 Hz
+    accel), handed out as one IMU stream on the gyro's times with the accel linearly interpolated (realsense-ros's
+    ``unite_imu_method: linear_interpolation``). Thread-safe: the camera's callback adds, the reader takes."""
+
+    def __init__(self, body_T_cam: np.ndarray):
+        import threading
+
+        self.body_T_cam = body_T_cam
+        self._lock = threading.Lock()
+        self._gyro: list[tuple[float, tuple]] = []
+        self._accel: list[tuple[float, tuple]] = []
+        self._last = -np.inf  # time of the last sample handed out
+
+    def add(self, kind: str, t: float, xyz) -> None:
+        with self._lock:
+            (self._gyro if kind == "gyro" else self._accel).append((t, tuple(xyz)))
+
+    def take(self, until: float):
+        """``mapping.imu.ImuSamples`` of the gyro samples after the last one handed out, up to ``until`` and up to
+        the newest accel sample (later ones wait for the next call)."""
+        from mapping.imu import ImuSamples
+
+        with self._lock:
+            gyro, accel = sorted(self._gyro), sorted(self._accel)
+            if not gyro or not accel:
+                return ImuSamples.empty(self.body_T_cam)
+            tg = np.array([t for t, _ in gyro])
+            ta = np.array([t for t, _ in accel])
+            take = (tg > self._last) & (tg >= ta[0]) & (tg <= min(until, ta[-1]))  # accel on both sides
+            wg = np.array([v for _, v in gyro])[take]
+            va = np.array([v for _, v in accel])
+            t = tg[take]
+            acc = np.column_stack([np.interp(t, ta, va[:, k]) for k in range(3)]) if len(t) else np.zeros((0, 3))
+            if len(t):
+                self._last = t[-1]
+            keep_a = max(int(np.searchsorted(ta, self._last)) - 1, 0)  # one accel sample before the cut stays
+            self._gyro = [g for g in gyro if g[0] > self._last]
+            self._accel = accel[keep_a:]
+        return ImuSamples(t, wg.reshape(-1, 3), acc, self.body_T_cam)
+
+
 class RealSenseSource:
     """An Intel RealSense camera (live, or a recording played back): colour plus the sensor's depth aligned
-    to the colour image (metres). K comes from the colour stream's calibration."""
+    to the colour image (metres). K comes from the colour stream's calibration. A D435i's (or a recording's)
+    gyro and accel streams become ``Frame.imu`` (gyro times, accel interpolated; the IMU's axes and the
+    colour camera's pose in them from the device's extrinsics); without them frames carry no IMU. Frames arrive
+    through a callback, so motion samples keep coming while a frame is processed; a live frame not taken in time
+    is replaced by the newest, whose IMU then covers the dropped one's interval too."""
 
     label_space = None
+    GYRO_HZ, ACCEL_HZ = 200, 250  # D435i stream rates (BMI055: gyro 200/400 Hz, accel 63/250 Hz)
 
     def __init__(self, serial: str | None = None, bag: str | None = None, width: int = 640, height: int = 480,
                  fps: int = 30):
+        import queue
+
         rs = _import_realsense()
         self._rs = rs
         self.live = bag is None
         self.num_frames = None
         self.name = f"realsense {serial or ''}".strip() if bag is None else f"recording {bag}"
         self._pipe = rs.pipeline()
+        self._frames = queue.Queue(maxsize=2)
+        self._motion = None
+        self._stopping = False
         cfg = rs.config()
         if bag is not None:
             from pathlib import Path
 
             if not Path(bag).is_file():
                 raise SourceError(f"{bag}: no such recording")
-            cfg.enable_device_from_file(str(bag), repeat_playback=False)
+            cfg.enable_device_from_file(str(bag), repeat_playback=False)  # all recorded streams, IMU included
         else:
-            if not rs.context().query_devices():
+            ctx_devices = rs.context().query_devices()
+            if not ctx_devices:
                 raise SourceError("no RealSense camera found (is it plugged in, over USB 3?)")
             if serial:
                 cfg.enable_device(serial)
             cfg.enable_stream(rs.stream.color, width, height, rs.format.rgb8, fps)
             cfg.enable_stream(rs.stream.depth, width, height, rs.format.z16, fps)
+            device = next((d for d in ctx_devices if not serial or d.get_info(rs.camera_info.serial_number) == serial),
+                          ctx_devices[0])
+            if any(p.stream_type() == rs.stream.gyro for s in device.query_sensors() for p in s.get_stream_profiles()):
+                cfg.enable_stream(rs.stream.accel, rs.format.motion_xyz32f, self.ACCEL_HZ)
+                cfg.enable_stream(rs.stream.gyro, rs.format.motion_xyz32f, self.GYRO_HZ)
         try:
-            profile = self._pipe.start(cfg)
+            profile = self._pipe.start(cfg, self._on_frame)
         except RuntimeError as exc:
             raise SourceError(f"{self.name}: could not start ({str(exc).strip()})") from None
         if bag is not None:
             profile.get_device().as_playback().set_real_time(False)  # no frames skipped while we are busy
         self._depth_units = profile.get_device().first_depth_sensor().get_depth_scale()
         self._align = rs.align(rs.stream.color)
-        intr = profile.get_stream(rs.stream.color).as_video_stream_profile().get_intrinsics()
+        color = profile.get_stream(rs.stream.color)
+        intr = color.as_video_stream_profile().get_intrinsics()
         self.K = np.array([[intr.fx, 0, intr.ppx], [0, intr.fy, intr.ppy], [0, 0, 1]], np.float64)
+        streams = {p.stream_type(): p for p in profile.get_streams()}
+        if rs.stream.gyro in streams and rs.stream.accel in streams:
+            ext = color.get_extrinsics_to(streams[rs.stream.gyro])  # colour-camera points -> IMU frame
+            body_T_cam = np.eye(4)
+            body_T_cam[:3, :3] = np.array(ext.rotation, np.float64).reshape(3, 3).T  # librealsense: column-major
+            body_T_cam[:3, 3] = ext.translation
+            self._motion = MotionBuffer(body_T_cam)
+
+    def _on_frame(self, frame) -> None:
+        """librealsense's callback (its own thread): motion samples into the buffer, framesets into the queue."""
+        import queue
+
+        rs = self._rs
+        if frame.is_motion_frame():
+            if self._motion is not None:
+                kind = "gyro" if frame.get_profile().stream_type() == rs.stream.gyro else "accel"
+                d = frame.as_motion_frame().get_motion_data()
+                self._motion.add(kind, frame.get_timestamp() / 1000.0, (d.x, d.y, d.z))
+            return
+        if not frame.is_frameset():
+            return
+        frames = frame.as_frameset()
+        frames.keep()  # hold it past the callback
+        while not self._stopping:
+            try:
+                if not self.live:  # recordings: wait for the reader (playback is not real time)
+                    self._frames.put(frames, timeout=0.1)
+                else:
+                    self._frames.put_nowait(frames)
+                return
+            except queue.Full:
+                if self.live:
+                    try:
+                        self._frames.get_nowait()  # drop the stale frame; its IMU goes with the next one
+                    except queue.Empty:
+                        pass
 
     def __iter__(self):
+        import queue
+
         rs, index = self._rs, 0
         while True:
             try:
-                frames = self._pipe.wait_for_frames(5000)
-            except RuntimeError:
+                frames = self._frames.get(timeout=5.0)
+            except queue.Empty:
                 if not self.live:
                     return  # end of the recording
                 raise SourceError(f"{self.name}: no frames for 5 s (unplugged?)") from None
@@ -190,11 +287,13 @@ class RealSenseSource:
             if color.get_profile().format() == rs.format.bgr8:
                 rgb = rgb[:, :, ::-1]
             d = np.asanyarray(depth.get_data()).astype(np.float32) * np.float32(self._depth_units)
-            yield Frame(rgb=np.ascontiguousarray(rgb), K=self.K.copy(), timestamp=frames.get_timestamp() / 1000.0,
-                        index=index, depth=d)
+            t = frames.get_timestamp() / 1000.0
+            imu = self._motion.take(t) if self._motion is not None else None
+            yield Frame(rgb=np.ascontiguousarray(rgb), K=self.K.copy(), timestamp=t, index=index, depth=d, imu=imu)
             index += 1
 
     def close(self) -> None:
+        self._stopping = True
         try:
             self._pipe.stop()
         except RuntimeError:
@@ -203,7 +302,7 @@ class RealSenseSource:
 
 class BackAndForth:
     """Cycles a finite source forwards then backwards (a camera walking to and fro in a finite room, with no
-    jump at the turns) for ``total`` frames; timestamps keep increasing. For soak runs."""
+    jump at the turns) for ``total`` frames; timestamps keep increasing. For soak runs. Frames carry no IMU."""
 
     live = False
 
@@ -222,6 +321,7 @@ class BackAndForth:
             j = k % period
             frame = self.source[j if j < n else period - j]
             frame.timestamp, frame.index = k / self.fps, k
+            frame.imu = None  # played backwards and re-timed: the recorded motion no longer matches
             yield frame
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 Conventions (see docs/design/formats.md, "Hydra's input contract"): ``rgb`` uint8 (H,W,3); ``depth`` float32
 metres, 0 = invalid (uint16 millimetres are converted); ``labels`` (H,W) integer class ids of the map's
 label space, 255 = unlabelled; ``confidence`` (H,W) float32 in [0,1] (the network's max class
-probability), optional; ``K`` 3x3 pinhole matrix; ``pose_prior`` camera-to-world 4x4 (OpenCV axes), optional.
+probability), optional; ``K`` 3x3 pinhole matrix; ``pose_prior`` camera-to-world 4x4 (OpenCV axes), optional;
+``imu`` the IMU samples since the previous frame (``mapping.imu.ImuSamples``: previous frame time < t <= this
+frame's time), None when the source has no IMU.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 IGNORE_LABEL = 255
+IMU_TIME_TOLERANCE = 1e-3  # s: a frame's last IMU sample may be this much after its timestamp
 
 
 class InterfaceError(ValueError):
@@ -28,6 +31,7 @@ class PerceptionFrame:
     confidence: np.ndarray | None = None
     pose_prior: np.ndarray | None = None
     num_classes: int | None = None  # when given, labels must lie in [0, num_classes) or be 255
+    imu: object | None = None  # mapping.imu.ImuSamples | None (typed loosely: imu.py imports this module)
 
     def __post_init__(self) -> None:
         self.timestamp = float(self.timestamp)
@@ -60,6 +64,14 @@ class PerceptionFrame:
             if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-3) or np.linalg.det(rot) < 0:
                 raise InterfaceError("pose_prior rotation is not orthonormal (expected camera-to-world SE(3))")
             self.pose_prior = pose
+        if self.imu is not None:
+            from mapping.imu import ImuSamples
+
+            if not isinstance(self.imu, ImuSamples):
+                raise InterfaceError(f"imu must be mapping.imu.ImuSamples or None, got {type(self.imu).__name__}")
+            if len(self.imu) and self.imu.t[-1] > self.timestamp + IMU_TIME_TOLERANCE:
+                raise InterfaceError(f"IMU sample at {self.imu.t[-1]:.6f} s is after the frame's timestamp "
+                                     f"{self.timestamp:.6f} s (a frame carries the samples up to its own time)")
 
     @property
     def size(self) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""m2hmx-synth: render a synthetic furnished-room walkthrough to a ScanNet-layout folder."""
+"""m2hmx-synth: render a synthetic furnished-room walkthrough to a ScanNet-layout folder (IMU in imu0/data.csv)."""
 from __future__ import annotations
 
 import argparse

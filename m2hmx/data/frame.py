@@ -13,7 +13,9 @@ class Frame:
     Conventions: ``K`` is the 3x3 pinhole matrix of ``rgb``'s size; ``depth`` is float32 metres with 0
     where invalid; ``labels`` holds train ids of the source's label space (255 = ignore); ``pose`` is
     camera-to-world (4x4, OpenCV camera axes: x right, y down, z forward); ``normals`` are unit vectors
-    in the camera frame facing the camera (0 where unknown); ``edges`` is a {0,1} uint8 semantic edge map.
+    in the camera frame facing the camera (0 where unknown); ``edges`` is a {0,1} uint8 semantic edge map;
+``imu`` holds the IMU samples with previous frame time < t <= ``timestamp`` (``mapping.imu.ImuSamples``; the
+first frame carries those up to its own time, possibly none), None when the source has no IMU.
     """
 
     rgb: np.ndarray  # (H, W, 3) uint8
@@ -25,6 +27,7 @@ class Frame:
     pose: np.ndarray | None = None  # (4, 4) float64 camera-to-world
     normals: np.ndarray | None = None  # (H, W, 3) float32
     edges: np.ndarray | None = None  # (H, W) uint8
+    imu: object | None = None  # mapping.imu.ImuSamples | None
 
     @property
     def size(self) -> tuple[int, int]:

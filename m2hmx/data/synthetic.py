@@ -5,7 +5,8 @@ classes made of boxes, each part with its own procedural material (class-typical
 colours, wood grain / stripes / tiles / noise patterns in world coordinates). ``SyntheticSource``
 renders a smooth hand-held walkthrough of it: RGB (Lambertian shading from two point lights plus
 ambient, mild vignetting and sensor noise), z-depth in metres, ScanNet-20 train ids (ceiling = 255),
-camera-frame normals facing the camera, 2 px semantic edges, camera-to-world poses and intrinsics.
+camera-frame normals facing the camera, 2 px semantic edges, camera-to-world poses and intrinsics, and the
+IMU a D435i at the camera would record along the path (200 Hz, gravity, white noise and bias random walk).
 ``write_scene`` writes all of it in the ScanNet export layout. Everything is a function of the seed
 (``numpy.random.default_rng`` only).
 
@@ -26,8 +27,11 @@ import numpy as np
 from m2hmx.data.frame import Frame
 from m2hmx.data.transforms import encode_normals, semantic_edges
 from m2hmx.labels import LabelSpace, load_label_space
+from mapping.imu import D435I, write_euroc_csv
 
 FPS = 30.0
+IMU_RATE_HZ = 200.0  # the generated IMU's rate (a D435i's gyroscope stream)
+GRAVITY = 9.81  # m/s^2, along -z of the z-up world (mapping.imu.preintegration_params' default)
 HFOV_DEG = 62.0  # horizontal field of view, a typical RGB-D sensor's (Kinect v1 ~ 58-63 deg)
 CEILING = 255  # ScanNet-20 has no ceiling class: ignore
 # Rooms with this seed and above are held out: training refuses them (m2hmx.train.build_dataset), so the bundled
@@ -514,7 +518,12 @@ def _look_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 def make_trajectory(scene: Scene, frames: int, seed: int) -> np.ndarray:
-    """(frames, 4, 4) camera-to-world poses: a smooth hand-held walk through free floor space.
+    """(frames, 4, 4) camera-to-world poses of ``make_path`` at the frame times."""
+    return make_path(scene, frames, seed).frame_poses
+
+
+def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
+    """A smooth hand-held walk through free floor space, as a ``CameraPath`` through its frame poses.
 
     Positions follow a cubic spline through random free waypoints at 1.2-1.7 m height, sampled at a
     constant walking speed (0.25-0.4 m/s at 30 Hz, about 1 cm per frame); the view direction follows
@@ -615,7 +624,93 @@ def make_trajectory(scene: Scene, frames: int, seed: int) -> np.ndarray:
         poses[i, :3, :3] = _look_rotation(yp[i, 0], float(np.clip(yp[i, 1], -0.7, 0.3)), roll[i])
         poses[i, :3, 3] = pos[i]
         poses[i, 3, 3] = 1.0
-    return poses
+    angles = np.column_stack([yp[:, 0], np.clip(yp[:, 1], -0.7, 0.3), roll])
+    return CameraPath(t_sec, pos, angles, poses)
+
+
+class CameraPath:
+    """The camera's path as a smooth function of time: C2 cubic splines (not-a-knot) in time through the frame
+    positions and the frames' yaw, pitch and roll, so it passes through every frame pose (``frame_poses``, built
+    exactly as the renderer's poses) and has analytic velocity and acceleration between them. Interpolating the
+    clipped frame samples rounds off the clipping of positions near the walls, where the generator's walk has a
+    kink, and the arc-length resampling's piecewise-linear steps."""
+
+    def __init__(self, times: np.ndarray, positions: np.ndarray, angles: np.ndarray, frame_poses: np.ndarray):
+        from scipy.interpolate import CubicSpline
+
+        self.times, self.frame_poses = times, frame_poses
+        if len(times) >= 2:
+            self._pos, self._ang = CubicSpline(times, positions), CubicSpline(times, angles)
+        else:  # one frame: the camera stands still
+            self._pos = self._ang = None
+        self._p0, self._a0 = positions[0], angles[0]
+
+    @property
+    def duration(self) -> float:
+        return float(self.times[-1])
+
+    def positions(self, t: np.ndarray, derivative: int = 0) -> np.ndarray:
+        """(N, 3) camera positions in the world (or their ``derivative``-th time derivative)."""
+        t = np.asarray(t, np.float64)
+        if self._pos is None:
+            return np.broadcast_to(self._p0 if derivative == 0 else np.zeros(3), (len(t), 3)).copy()
+        return self._pos(t, derivative)
+
+    def rotations(self, t: np.ndarray) -> np.ndarray:
+        """(N, 3, 3) camera-to-world rotations (OpenCV camera axes)."""
+        t = np.asarray(t, np.float64)
+        a = np.broadcast_to(self._a0, (len(t), 3)) if self._ang is None else self._ang(t)
+        return _look_rotations(a[:, 0], a[:, 1], a[:, 2])
+
+    def poses(self, t: np.ndarray) -> np.ndarray:
+        """(N, 4, 4) camera-to-world poses at times ``t`` (seconds)."""
+        out = np.zeros((len(t), 4, 4))
+        out[:, :3, :3], out[:, :3, 3], out[:, 3, 3] = self.rotations(t), self.positions(t), 1.0
+        return out
+
+    def imu(self, noise=None, seed: int = 0, rate_hz: float = IMU_RATE_HZ, body_T_cam=None, gravity: float = GRAVITY):
+        """What an IMU rigidly attached to the camera (``body_T_cam``: the camera's pose in the IMU frame, identity
+        by default) measures along the path, sampled at ``rate_hz`` from t = 0 to the last frame: gyro (rad/s) and
+        specific force (m/s^2, gravity (0, 0, -``gravity``) in the z-up world) in the IMU frame. With ``noise``
+        (a ``mapping.imu.ImuNoise``) it adds white noise and a bias random walk starting at zero, drawn from
+        ``numpy.random.default_rng([seed, 3])`` (a stream of its own: frames and images do not change)."""
+        from mapping.imu import ImuSamples
+
+        T_bc = np.eye(4) if body_T_cam is None else np.asarray(body_T_cam, np.float64)
+        R_bc = T_bc[:3, :3]
+        lever = -R_bc.T @ T_bc[:3, 3]  # the IMU's origin in camera coordinates
+        n = int(math.floor(self.duration * rate_hz + 1e-9)) + 1
+        t = np.arange(n) / rate_hz
+        h = 1e-4  # central differences of the rotation spline: truncation ~h^2, round-off ~1e-16/h^2
+        R, Rm, Rp = self.rotations(t), self.rotations(t - h), self.rotations(t + h)
+        # body angular velocity: log(R(t-h)^T R(t+h)) / 2h, here from the skew part (|angle| << 1)
+        dR = np.einsum("nji,njk->nik", Rm, Rp)
+        w_cam = np.stack([dR[:, 2, 1] - dR[:, 1, 2], dR[:, 0, 2] - dR[:, 2, 0], dR[:, 1, 0] - dR[:, 0, 1]], 1) / (4 * h)
+        acc = self.positions(t, 2)  # the camera's acceleration, world frame
+        if np.any(lever):
+            acc = acc + (Rp - 2 * R + Rm) @ lever / h ** 2
+        acc[:, 2] += gravity  # specific force: a - g_world with g_world = (0, 0, -gravity)
+        gyro = w_cam @ R_bc.T
+        accel = np.einsum("nji,nj->ni", R, acc) @ R_bc.T
+        if noise is not None:
+            rng = np.random.default_rng([seed, 3])
+            dt = 1.0 / rate_hz
+            gyro = gyro + rng.standard_normal((n, 3)) * noise.gyro_noise_density * math.sqrt(rate_hz)
+            accel = accel + rng.standard_normal((n, 3)) * noise.accel_noise_density * math.sqrt(rate_hz)
+            gyro = gyro + np.cumsum(rng.standard_normal((n, 3)), 0) * noise.gyro_bias_walk * math.sqrt(dt)
+            accel = accel + np.cumsum(rng.standard_normal((n, 3)), 0) * noise.accel_bias_walk * math.sqrt(dt)
+        return ImuSamples(t, gyro, accel, T_bc)
+
+
+def _look_rotations(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """``_look_rotation`` for arrays of angles: (N, 3, 3)."""
+    f = np.stack([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)], 1)
+    r = np.cross(f, [0.0, 0.0, 1.0])
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    dn = np.cross(f, r)
+    c, s, z, o = np.cos(roll), np.sin(roll), np.zeros_like(roll), np.ones_like(roll)
+    Rz = np.stack([np.stack([c, -s, z], 1), np.stack([s, c, z], 1), np.stack([z, z, o], 1)], 1)
+    return np.stack([r, dn, f], axis=2) @ Rz
 
 
 # --------------------------------------------------------------------------------------------
@@ -746,7 +841,9 @@ class SyntheticSource:
         self.seed, self.num_frames, self.height, self.width = seed, frames, height, width
         self.scene = make_scene(seed)
         self.K = default_intrinsics(height, width)
-        self.poses = make_trajectory(self.scene, frames, seed)
+        self.path = make_path(self.scene, frames, seed)
+        self.poses = self.path.frame_poses
+        self.imu = self.path.imu(D435I, seed=seed)  # the whole stream; each frame carries its slice
         self.name = f"synthetic-{seed}"
         self.label_space = self.scene.label_space
         self._renderer: Renderer | None = None
@@ -760,7 +857,9 @@ class SyntheticSource:
         i %= self.num_frames
         if self._renderer is None:
             self._renderer = Renderer(self.scene, self.K, self.height, self.width)
-        return self._renderer.render(self.poses[i], i, i / FPS)
+        frame = self._renderer.render(self.poses[i], i, i / FPS)
+        frame.imu = self.imu.between((i - 1) / FPS if i else -math.inf, frame.timestamp)
+        return frame
 
     def __iter__(self):
         for i in range(self.num_frames):
@@ -827,7 +926,9 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
     ScanNet-20 train ids, 255 = ignore), ``normal/N.png`` (uint16 RGB = x, y, z camera-frame normal,
     value = round((n + 1) / 2 * 65535), 0 = unknown), ``pose/N.txt`` (4x4 camera-to-world),
     ``intrinsic/{intrinsic,extrinsic}_{color,depth}.txt`` (4x4), ``groundtruth.txt`` (TUM format,
-    t = N / 30 s) and ``scene.json`` (seed, label space, image size, room size, furniture with AABBs).
+    t = N / 30 s), ``scene.json`` (seed, label space, image size, room size, furniture with AABBs) and the IMU in
+    EuRoC's layout: ``imu0/data.csv`` (ns, gyro rad/s, accel m/s^2), ``imu0/sensor.yaml`` (noise figures) and
+    ``cam0/sensor.yaml`` (``T_BS``: the camera in the IMU frame, identity).
     """
     import cv2
     from scipy.spatial.transform import Rotation
@@ -863,6 +964,7 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
         for fut in pending:
             fut.result()
     _atomic_write(out / "groundtruth.txt", ("\n".join(tum) + "\n").encode())
+    write_euroc_csv(out / "imu0" / "data.csv", src.imu, D435I)
     sc = src.scene
     meta = {
         "generator": "m2hmx.data.synthetic",

@@ -10,8 +10,10 @@ import numpy as np
 
 
 def write_sens(path: Path, frames, color_compression: int = 2, depth_compression: int = 1,
-               version: int = 4, depth_shift: float = 1000.0) -> Path:
-    """Write ``frames`` (Frame objects with rgb, depth, pose, K) as a ScanNet .sens file."""
+               version: int = 4, depth_shift: float = 1000.0, imu_frames: np.ndarray | None = None) -> Path:
+    """Write ``frames`` (Frame objects with rgb, depth, pose, K) as a ScanNet .sens file; version 4 ends with
+    ``imu_frames`` (a ``m2hmx.data.readers.sens.IMU_FRAME`` record array), none by default. Frame k's colour and
+    depth timestamps are k * 33333 us."""
     frames = list(frames)
     h, w = frames[0].depth.shape
     K4 = np.eye(4, dtype=np.float32)
@@ -35,7 +37,8 @@ def write_sens(path: Path, frames, color_compression: int = 2, depth_compression
         out.append(struct.pack("<QQQQ", int(k * 33333), int(k * 33333), len(cbytes), len(dbytes)))
         out += [cbytes, dbytes]
     if version == 4:
-        out.append(struct.pack("<Q", 0))
+        imu = np.zeros(0, np.uint8) if imu_frames is None else imu_frames
+        out += [struct.pack("<Q", len(imu)), imu.tobytes()]
     Path(path).write_bytes(b"".join(out))
     return Path(path)
 

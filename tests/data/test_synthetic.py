@@ -143,8 +143,9 @@ def test_same_seed_same_bytes(tmp_path):
     b = write_scene(tmp_path / "b", seed=7, frames=3, height=48, width=64, progress=False)
     c = write_scene(tmp_path / "c", seed=8, frames=3, height=48, width=64, progress=False)
     da, db, dc = _digest(a), _digest(b), _digest(c)
-    assert len(da) == 3 * 5 + 4 + 2 and da == db
+    assert len(da) == 3 * 5 + 4 + 2 + 3 and da == db  # + imu0/data.csv, imu0/sensor.yaml, cam0/sensor.yaml
     assert da["scene.json"] != dc["scene.json"] and da["depth/0.png"] != dc["depth/0.png"]
+    assert da["imu0/data.csv"] != dc["imu0/data.csv"]
 
 
 def test_cli_writes_a_scene(tmp_path, capsys):

@@ -90,11 +90,32 @@ def register_color(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def read_folder_imu(folder: Path):
+    """The IMU of a dataset folder: ``folder/imu0/data.csv`` in EuRoC's layout (``mapping.imu.read_euroc_csv``;
+    the extrinsic from ``cam0/sensor.yaml``) when the folder has one, else None. Bad data raises DatasetError
+    naming the file and line."""
+    from mapping.imu import ImuFileError, read_euroc_csv
+
+    path = Path(folder) / "imu0" / "data.csv"
+    if not path.is_file():
+        return None
+    try:
+        return read_euroc_csv(path)
+    except ImuFileError as e:
+        raise DatasetError(e.location, e.problem) from None
+
+
 class IndexedSource:
-    """Base for finite sources with random access: subclasses implement ``__len__`` and ``_read(i)``."""
+    """Base for finite sources with random access: subclasses implement ``__len__`` and ``_read(i)``.
+
+    A source with an IMU sets ``imu`` (``mapping.imu.ImuSamples`` of the whole recording, on the frames' clock) and
+    ``imu_path`` (named in errors); each frame then carries the samples since the previous frame (``Frame.imu``).
+    Subclasses whose frame times are known without decoding override ``_time``."""
 
     name: str = "source"
     label_space = None
+    imu = None
+    imu_path = None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -106,15 +127,40 @@ class IndexedSource:
     def _read(self, i: int) -> Frame:
         raise NotImplementedError
 
+    def _time(self, i: int) -> float:
+        """Frame ``i``'s timestamp (this default decodes the frame)."""
+        return self._read(i).timestamp
+
     def __getitem__(self, i: int) -> Frame:
         n = len(self)
         if not -n <= i < n:
             raise IndexError(i)
-        return self._read(i % n)
+        i %= n
+        frame = self._read(i)
+        if self.imu is not None:
+            self._attach_imu(frame, i, self._time(i - 1) if i else -math.inf)
+        return frame
 
     def __iter__(self):
+        prev = -math.inf
         for i in range(len(self)):
-            yield self._read(i)
+            frame = self._read(i)
+            if self.imu is not None:
+                self._attach_imu(frame, i, prev)
+            prev = frame.timestamp
+            yield frame
+
+    def _attach_imu(self, frame: Frame, i: int, prev: float) -> None:
+        """``frame.imu`` = the samples with prev < t <= frame time; after the first frame that interval must lie
+        inside the IMU stream (a stream that starts late or ends early is missing samples)."""
+        from mapping.imu import MAX_GAP_S
+
+        t = self.imu.t
+        if i and (not len(t) or t[0] > prev + MAX_GAP_S or t[-1] < frame.timestamp - MAX_GAP_S):
+            span = f"{t[0]:.3f}-{t[-1]:.3f} s" if len(t) else "no samples"
+            raise DatasetError(self.imu_path, f"IMU samples missing: frame {i} at {frame.timestamp:.3f} s needs samples "
+                                              f"from {prev:.3f} s, the IMU stream covers {span}")
+        frame.imu = self.imu.between(prev, frame.timestamp)
 
     def close(self) -> None:
         pass

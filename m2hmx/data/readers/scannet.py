@@ -19,8 +19,8 @@ import numpy as np
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
-from m2hmx.data.readers._common import (IndexedSource, numbered_files, pose_valid, read_depth_png, read_image,
-                                        read_matrix, register_color)
+from m2hmx.data.readers._common import (IndexedSource, numbered_files, pose_valid, read_depth_png,
+                                        read_folder_imu, read_image, read_matrix, register_color)
 from m2hmx.data.transforms import decode_normals, semantic_edges
 from m2hmx.labels import load_label_space
 
@@ -100,9 +100,13 @@ class ScanNetExport(IndexedSource):
         if not ids:
             raise DatasetError(folder / "pose", "no frame has a valid pose")
         self.frame_ids, self.poses = ids, np.array(poses)
+        self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 
     def __len__(self) -> int:
         return len(self.frame_ids)
+
+    def _time(self, i: int) -> float:
+        return self.frame_ids[i] / FPS
 
     def _read(self, i: int) -> Frame:
         n = self.frame_ids[i]

@@ -1,9 +1,17 @@
 """ScanNet ``.sens`` files read directly (layout in docs/design/formats.md).
 
-Versions 3 and 4 (4 adds an IMU trailer, which is not needed here); colour raw / png / jpeg, depth
-raw_ushort / zlib_ushort (occi_ushort is proprietary: reported as unsupported). Colour is registered
-to the depth size with INTER_AREA and K = intrinsic_depth. Frames with a -inf pose are skipped with a
-warning. The frame table is indexed once at open (seeking over the payloads), so access is random.
+Versions 3 and 4; colour raw / png / jpeg, depth raw_ushort / zlib_ushort (occi_ushort is proprietary:
+reported as unsupported). Colour is registered to the depth size with INTER_AREA and K = intrinsic_depth.
+Frames with a -inf pose are skipped with a warning. The frame table is indexed once at open (seeking over
+the payloads), so access is random.
+
+Version 4's IMU trailer (ScanNet's ``IMUFrame``: rotation rate, acceleration, magnetic field, attitude,
+gravity as float64 triples, then a uint64 timestamp in microseconds) becomes ``imu`` when it holds samples.
+ScanNet recorded it with an iPad's CoreMotion; we read it by CoreMotion's conventions, which we could not check
+against a real ScanNet file: rotation rate in rad/s; raw acceleration in g with the opposite sign of specific
+force (about -1 g along the up axis at rest), so specific force = -9.80665 x acceleration (a file whose
+accelerations are about 9.8 in magnitude is taken as specific force in m/s^2 already); axes the device's
+(x right, y up, z out of the screen, the camera looking along -z), so ``body_T_cam`` = diag(1, -1, -1).
 """
 from __future__ import annotations
 
@@ -21,6 +29,10 @@ from m2hmx.data.readers._common import IndexedSource, pose_valid, register_color
 
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
 DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_ushort"}
+IMU_FRAME = np.dtype([("rotation_rate", "<f8", 3), ("acceleration", "<f8", 3), ("magnetic_field", "<f8", 3),
+                      ("attitude", "<f8", 3), ("gravity", "<f8", 3), ("timestamp", "<u8")])  # 128 bytes
+G0 = 9.80665  # standard gravity: g units to m/s^2
+DEVICE_T_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes in the iPad's device axes (see above)
 
 
 class SensFile(IndexedSource):
@@ -87,9 +99,53 @@ class SensFile(IndexedSource):
             warnings.warn(f"{path}: skipped {skipped} frame(s) with an invalid (-inf) pose", stacklevel=2)
         self._entries = entries
         self.K = self.intrinsic_depth[:3, :3].copy()
+        self.imu_path = path
+        if version == 4:
+            self.imu = self._read_imu(pos, size)
+
+    def _read_imu(self, pos: int, size: int):
+        """The IMU trailer at byte ``pos`` as ``ImuSamples`` (None when it holds no samples)."""
+        from mapping.imu import ImuSamples, find_gap, first_violation
+        from mapping.interface import InterfaceError
+
+        path = self.path
+        if pos == size:
+            return None  # written without the trailer's count: no IMU
+        count = os.pread(self._fh.fileno(), 8, pos)
+        if len(count) != 8:
+            raise DatasetError(path, f"truncated .sens: the IMU frame count at byte {pos} is cut off")
+        (n,) = struct.unpack("<Q", count)
+        if n == 0:
+            return None
+        if pos + 8 + n * IMU_FRAME.itemsize > size:
+            raise DatasetError(path, f"truncated .sens: {n} IMU frames need bytes up to {pos + 8 + n * IMU_FRAME.itemsize} "
+                                     f"but the file is {size} bytes")
+        rec = np.frombuffer(os.pread(self._fh.fileno(), n * IMU_FRAME.itemsize, pos + 8), IMU_FRAME)
+        t, gyro, acc = rec["timestamp"] * 1e-6, rec["rotation_rate"].astype(np.float64), rec["acceleration"]
+        finite = np.isfinite(acc).all(1)
+        scale = float(np.median(np.linalg.norm(acc[finite], axis=1))) if finite.any() else 0.0
+        if 0.5 <= scale <= 2.0:
+            accel = -G0 * acc  # CoreMotion: g units, reads -1 g along up at rest
+        elif 5.0 <= scale <= 20.0:
+            accel = acc.astype(np.float64)
+        else:
+            raise DatasetError(path, f"IMU accelerations have a median magnitude of {scale:.3g}: neither g (about 1) "
+                                     "nor m/s^2 (about 9.8), so their units are unknown")
+        problem = first_violation(t, gyro, accel)
+        if problem is None and (gap := find_gap(t)) is not None:
+            problem = (gap, f"{t[gap] - t[gap - 1]:.3f} s since the previous sample: samples missing")
+        if problem is not None:
+            raise DatasetError(path, f"IMU frame {problem[0]}: {problem[1]}")
+        try:
+            return ImuSamples(t, gyro, accel, DEVICE_T_CAMERA)
+        except InterfaceError as e:
+            raise DatasetError(path, str(e)) from None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _time(self, i: int) -> float:
+        return self._entries[i][1] * 1e-6
 
     def _read(self, i: int) -> Frame:
         import cv2

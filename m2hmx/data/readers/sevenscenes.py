@@ -12,7 +12,8 @@ import numpy as np
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
-from m2hmx.data.readers._common import IndexedSource, pose_valid, read_depth_png, read_image, read_matrix
+from m2hmx.data.readers._common import (IndexedSource, pose_valid, read_depth_png, read_folder_imu, read_image,
+                                        read_matrix)
 
 FPS = 30.0
 DEFAULT_K = np.array([[585.0, 0, 320.0], [0, 585.0, 240.0], [0, 0, 1]])
@@ -47,9 +48,13 @@ class SevenScenes(IndexedSource):
             raise DatasetError(folder, f"{len(self._items)} colour images but {len(self._items) - len(missing)} depth images (first missing: {missing[0].name})")
         kpath = folder / "camera-intrinsics.txt"
         self.K = read_matrix(kpath, (3, 3)) if kpath.is_file() else DEFAULT_K.copy()
+        self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _time(self, i: int) -> float:
+        return i / FPS
 
     def _read(self, i: int) -> Frame:
         _n, cpath, dpath, ppath = self._items[i]

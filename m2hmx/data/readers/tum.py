@@ -14,7 +14,7 @@ import numpy as np
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
-from m2hmx.data.readers._common import IndexedSource, read_depth_png, read_image
+from m2hmx.data.readers._common import IndexedSource, read_depth_png, read_folder_imu, read_image
 
 MAX_DT = 0.02
 DEPTH_SCALE = 5000.0
@@ -117,9 +117,13 @@ class TUMSequence(IndexedSource):
                        for k, (i, j) in enumerate(pairs)]
         fx, fy, cx, cy = TUM_INTRINSICS[tum_camera(folder.name)]
         self.K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
+        self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _time(self, i: int) -> float:
+        return float(self._items[i][0])
 
     def _read(self, i: int) -> Frame:
         t, rgb_path, depth_path, pose = self._items[i]

@@ -11,7 +11,7 @@ import numpy as np
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
-from m2hmx.data.readers._common import IMAGE_EXTS, IndexedSource, default_intrinsics_fov, read_image
+from m2hmx.data.readers._common import IMAGE_EXTS, IndexedSource, default_intrinsics_fov, read_folder_imu, read_image
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -75,9 +75,13 @@ class ImageFolder(IndexedSource):
         if not self.paths:
             raise DatasetError(folder, f"no images ({', '.join(IMAGE_EXTS)})")
         self.name, self.fps = folder.name, fps
+        self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def _time(self, i: int) -> float:
+        return i / self.fps
 
     def _read(self, i: int) -> Frame:
         rgb = read_image(self.paths[i])

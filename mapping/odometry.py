@@ -1,0 +1,358 @@
+"""Keyframe visual(-inertial) odometry: KLT tracks, landmarks from the frame's depth, PnP-RANSAC per frame,
+and a GTSAM ISAM2 smoother over keyframes (Mono-Hydra's split: the pose comes from sparse tracks and the
+IMU; the dense depth only gives landmarks their metric depth and feeds the map).
+
+Per frame: track the live landmarks' pixels with KLT (``mapping.features``), seeded at their projection
+from the predicted pose; estimate the pose by PnP-RANSAC against the landmarks' current estimates. A
+keyframe is taken when the tracks' parallax since the last keyframe or their survival calls for it. A
+keyframe adds to the factor graph: its pose, Huber-robust reprojection factors of every inlier track,
+new landmarks (corners in the gaps) back-projected from the depth with a depth prior on each, and, with
+an IMU, a CombinedImuFactor from the previous keyframe (velocities and biases as states). ISAM2 then
+refines every keyframe pose and landmark; frames between keyframes keep their PnP pose.
+
+Depth priors: a landmark's depth prior is a range factor (camera centre to landmark) whose sigma
+follows the depth's expected relative error ``depth_sigma_rel`` (for the network's depth the model card's
+AbsRel, 0.096) divided by the network's confidence at that pixel. Equal relative error is equal
+inverse-depth error (sigma(1/z) = sigma_rel / z), linearised into range space as sigma_rel * range.
+A range prior is added at every keyframe that observes the landmark (with its depth there), so a
+landmark's depth averages over views and the reprojections of several keyframes outvote one wrong depth.
+
+Tracking failure (too few tracks, PnP fails) is reported and survived: the pose is held, the next frames
+are tracked again from the last keyframe's image (relocalisation against the keyframe), and after
+``relocalise_frames`` failed frames a new keyframe is started at the held pose, tied to it by a weak prior.
+numpy, OpenCV, GTSAM; no torch, no Qt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import gtsam
+import numpy as np
+from gtsam.symbol_shorthand import B, L, V, X
+
+from mapping.features import FeatureConfig, depth_edges, detect, to_gray, track
+
+ODOMETRY_MODES = ("vo", "vio")
+
+
+@dataclass(frozen=True)
+class OdometryConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    pixel_sigma: float = 1.0  # reprojection noise (px)
+    huber_k: float = 1.345  # Huber threshold in sigmas (95 % efficiency at Gaussian noise)
+    depth_sigma_rel: float | None = None  # None: by depth source (see ``depth_sigma_for``)
+    min_confidence: float = 0.3  # confidences below it count as this (the prior's sigma is divided by it)
+    pnp_px: float = 1.0  # PnP-RANSAC inlier threshold at 320 px width
+    min_pnp_inliers: int = 12
+    keyframe_parallax_px: float = 12.0  # median track motion since the keyframe at 320 px width
+    keyframe_survival: float = 0.7  # new keyframe when fewer of the keyframe's tracks survive
+    keyframe_min_tracks: int = 30
+    keyframe_max_gap: int = 10  # frames
+    relocalise_frames: int = 5  # failed frames before a new start at the held pose
+    isam_relinearize: float = 0.01
+
+
+def depth_sigma_for(depth_mode: str) -> float:
+    """Relative depth error of each source: the bundled model's AbsRel on held-out rooms (0.096, MODEL_CARD),
+    about 1-2 % for a structured-light/ToF sensor at room range (Khoshelham and Elberink, Sensors 2012:
+    random error grows to about 1.5 % of depth at 3-4 m for Kinect v1), and a nominal 0.5 % for exact depth."""
+    return {"pred": 0.1, "sensor": 0.015, "gt": 0.001}[depth_mode]
+
+
+@dataclass
+class OdometryStep:
+    pose: np.ndarray  # camera-to-world 4x4
+    ok: bool
+    message: str
+    keyframe: bool
+    tracked: int  # PnP inlier tracks in this frame
+    depth_ratio: float | None  # median landmark depth / the frame's depth at the tracks (None if too few)
+
+
+class SparseOdometry:
+    """Keyframe visual(-inertial) odometry for one camera (fixed K and image size)."""
+
+    def __init__(self, K: np.ndarray, size: tuple[int, int], start_pose: np.ndarray, cfg: OdometryConfig,
+                 depth_sigma_rel: float, imu=None):
+        self.K = np.asarray(K, np.float64)
+        self.h, self.w = size
+        self.cfg = cfg
+        self.px_scale = self.w / 320.0
+        self.depth_sigma_rel = depth_sigma_rel
+        self.cal = gtsam.Cal3_S2(self.K[0, 0], self.K[1, 1], 0.0, self.K[0, 2], self.K[1, 2])
+        params = gtsam.ISAM2Params()
+        params.setRelinearizeThreshold(cfg.isam_relinearize)
+        params.relinearizeSkip = 1
+        self.isam = gtsam.ISAM2(params)
+        self._graph = gtsam.NonlinearFactorGraph()
+        self._values = gtsam.Values()
+        self._proj_noise = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Huber.Create(cfg.huber_k),
+                                                          gtsam.noiseModel.Isotropic.Sigma(2, cfg.pixel_sigma))
+        self.imu = imu  # mapping.imu_fusion.ImuFusion or None
+        self.pose = np.asarray(start_pose, np.float64).copy()
+        self.velocity = np.eye(4)  # last frame-to-frame motion
+        self.prev_gray: np.ndarray | None = None
+        self.track_px = np.zeros((0, 2), np.float32)
+        self.track_lid = np.zeros(0, np.int64)
+        self.track_src = np.zeros((0, 2), np.float32)  # each live track's pixel in the keyframe image
+        self.landmarks: dict[int, np.ndarray] = {}  # live estimates (world, metres)
+        self.next_lid = 0
+        self.keyframes = 0
+        self.kf_gray: np.ndarray | None = None
+        self.kf_px = np.zeros((0, 2), np.float32)
+        self.kf_lid = np.zeros(0, np.int64)
+        self.kf_count = 0
+        self.frames_since_kf = 0
+        self.lost_frames = 0
+        self.failures = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _project(self, pts_w: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cam = (pts_w - pose[:3, 3]) @ pose[:3, :3]
+        z = cam[:, 2]
+        uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] * [self.K[0, 0], self.K[1, 1]] + self.K[:2, 2]
+        return uv, z
+
+    def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray | None = None,
+             confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """PnP-RANSAC from ``guess``, then a robust pose-only refinement on the inliers that also uses this
+        frame's depth at the tracks (range residuals weighted like the depth priors)."""
+        cw = np.linalg.inv(guess)
+        rvec, _ = cv2.Rodrigues(cw[:3, :3])
+        tvec = cw[:3, 3].reshape(3, 1).copy()
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(pts_w.astype(np.float64), uv.astype(np.float64), self.K, None,
+                                                 rvec, tvec, useExtrinsicGuess=True, iterationsCount=100,
+                                                 reprojectionError=self.cfg.pnp_px * self.px_scale,
+                                                 confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok or inl is None or len(inl) < self.cfg.min_pnp_inliers:
+            return None
+        inl = inl.ravel()
+        R, _ = cv2.Rodrigues(rvec)
+        cw = np.eye(4)
+        cw[:3, :3], cw[:3, 3] = R, tvec.ravel()
+        rng, sig = None, None
+        if depth is not None:
+            rng, sig = self._range_obs(depth, confidence, uv[inl])
+        pose = self._refine(np.linalg.inv(cw), pts_w[inl], uv[inl], rng, sig)
+        # final inliers at the refined pose
+        proj, z = self._project(pts_w, pose)
+        err = np.linalg.norm(proj - uv, axis=1)
+        mask = (err < self.cfg.pnp_px * self.px_scale) & (z > 0)
+        if mask.sum() < self.cfg.min_pnp_inliers:
+            return None
+        return pose, mask
+
+    def _range_obs(self, depth: np.ndarray, confidence: np.ndarray | None, uv: np.ndarray):
+        """Range (camera centre to the surface point) at each pixel and its prior sigma; 0 where no depth."""
+        z = self._depth_at(depth, uv)
+        rays = np.column_stack([(uv[:, 0] - self.K[0, 2]) / self.K[0, 0], (uv[:, 1] - self.K[1, 2]) / self.K[1, 1],
+                                np.ones(len(uv))])
+        rng = z * np.linalg.norm(rays, axis=1)
+        conf = np.ones(len(uv)) if confidence is None else \
+            np.maximum(self._depth_at(confidence, uv), self.cfg.min_confidence)
+        return rng, np.maximum(self.depth_sigma_rel * rng / conf, 1e-6)
+
+    def _refine(self, pose: np.ndarray, pts_w: np.ndarray, uv: np.ndarray, rng: np.ndarray | None,
+                sigma: np.ndarray | None, iterations: int = 5) -> np.ndarray:
+        """Gauss-Newton on the camera pose (right perturbation, xi = (omega, v)) over Huber-weighted
+        reprojection residuals and, where given, range residuals; the landmarks are held fixed."""
+        fx, fy = self.K[0, 0], self.K[1, 1]
+        k = self.cfg.huber_k
+        use_rng = None if rng is None else rng > 0
+        for _ in range(iterations):
+            pc = (pts_w - pose[:3, 3]) @ pose[:3, :3]
+            x, y, z = pc.T
+            z = np.maximum(z, 1e-6)
+            du = np.stack([fx / z, np.zeros_like(z), -fx * x / z ** 2], 1)
+            dv = np.stack([np.zeros_like(z), fy / z, -fy * y / z ** 2], 1)
+            skew = np.zeros((len(pc), 3, 3))  # d pc / d omega = [pc]_x ; d pc / d v = -I
+            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -pc[:, 2], pc[:, 1], -pc[:, 0]
+            skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = pc[:, 2], -pc[:, 1], pc[:, 0]
+            dpc = np.concatenate([skew, -np.broadcast_to(np.eye(3), skew.shape)], 2)  # (N,3,6)
+            res = [np.concatenate([(fx * x / z + self.K[0, 2] - uv[:, 0]),
+                                   (fy * y / z + self.K[1, 2] - uv[:, 1])]) / self.cfg.pixel_sigma]
+            jac = [np.concatenate([np.einsum("ni,nij->nj", du, dpc), np.einsum("ni,nij->nj", dv, dpc)])
+                   / self.cfg.pixel_sigma]
+            if use_rng is not None and use_rng.any():
+                r = np.linalg.norm(pc[use_rng], axis=1)
+                res.append((r - rng[use_rng]) / sigma[use_rng])
+                jac.append(np.einsum("ni,nij->nj", pc[use_rng] / r[:, None], dpc[use_rng]) / sigma[use_rng, None])
+            res, jac = np.concatenate(res), np.concatenate(jac)
+            a = np.abs(res)
+            w = np.where(a <= k, 1.0, k / np.maximum(a, 1e-12))  # Huber weights (IRLS)
+            H = jac.T @ (jac * w[:, None])
+            g = jac.T @ (w * res)
+            xi = -np.linalg.solve(H + 1e-9 * np.eye(6), g)
+            step = np.eye(4)
+            step[:3, :3], _ = cv2.Rodrigues(xi[:3])
+            step[:3, 3] = xi[3:]
+            pose = pose @ step
+            if np.abs(xi).max() < 1e-7:
+                break
+        return pose
+
+    def _depth_at(self, depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
+        u = np.clip(np.round(uv[:, 0]).astype(int), 0, self.w - 1)
+        v = np.clip(np.round(uv[:, 1]).astype(int), 0, self.h - 1)
+        return depth[v, u].astype(np.float64)
+
+    # ------------------------------------------------------------------ per frame
+    def step(self, timestamp: float, rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray | None = None,
+             imu_samples=None) -> OdometryStep:
+        gray = to_gray(rgb, self.cfg.features.blur_sigma * self.px_scale)
+        if self.imu is not None:
+            self.imu.add(imu_samples)
+        if self.prev_gray is None:
+            self.prev_gray = gray
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), first=True)
+            return OdometryStep(self.pose.copy(), True, "", True, 0, None)
+        predicted = self.pose @ self.velocity
+        if self.imu is not None:
+            predicted = self.imu.predict(timestamp, self.pose, predicted)
+        result = None
+        if len(self.track_lid) >= self.cfg.min_pnp_inliers:
+            result = self._track_from_keyframe(gray, predicted, self.track_src, self.track_lid, depth, confidence)
+        if result is None and len(self.kf_lid) > len(self.track_lid):  # relocalise against the keyframe
+            result = self._track_from_keyframe(gray, predicted, self.kf_px, self.kf_lid, depth, confidence)
+        self.prev_gray = gray
+        if result is None:
+            return self._failed(timestamp, gray, depth, confidence, predicted)
+        pose = result[0]
+        self.lost_frames = 0
+        self.frames_since_kf += 1
+        keyframe = self._needs_keyframe()
+        if keyframe:
+            pose = self._keyframe(timestamp, gray, depth, confidence, pose, np.ones(len(self.track_lid), bool))
+        self.velocity = np.linalg.inv(self.pose) @ pose
+        self.pose = pose
+        if self.imu is not None:
+            self.imu.frame_done(timestamp, pose)
+        return OdometryStep(pose.copy(), True, "", keyframe, len(self.track_lid), self._depth_ratio(depth))
+
+    def _track_from_keyframe(self, gray: np.ndarray, predicted: np.ndarray, src: np.ndarray, lids: np.ndarray,
+                             depth: np.ndarray, confidence: np.ndarray | None):
+        """KLT from the keyframe image (not frame to frame, so track errors do not add up), seeded at the
+        landmarks' projections at the predicted pose, then PnP-RANSAC. On success the live tracks are the
+        inliers."""
+        if len(lids) < self.cfg.min_pnp_inliers:
+            return None
+        pts = np.array([self.landmarks[i] for i in lids])
+        guess, z = self._project(pts, predicted)
+        inside = (z > 0) & (guess[:, 0] > 0) & (guess[:, 0] < self.w - 1) & (guess[:, 1] > 0) & \
+                 (guess[:, 1] < self.h - 1)
+        guess = np.where(inside[:, None], guess, src).astype(np.float32)
+        px, ok = track(self.kf_gray, gray, src, self.cfg.features, guess)
+        if ok.sum() < self.cfg.min_pnp_inliers:
+            return None
+        result = self._pnp(pts[ok], px[ok], predicted, depth, confidence)
+        if result is not None:
+            keep = np.flatnonzero(ok)[result[1]]
+            self.track_px, self.track_lid, self.track_src = px[keep], lids[keep], src[keep]
+        return result
+
+    def _failed(self, timestamp, gray, depth, confidence, predicted) -> OdometryStep:
+        self.failures += 1
+        self.lost_frames += 1
+        n = len(self.track_lid)
+        message = f"sparse tracking lost ({n} tracks left)"
+        self.velocity = np.eye(4)
+        self.track_px, self.track_lid = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+        self.track_src = self.track_px
+        if self.lost_frames >= self.cfg.relocalise_frames:
+            # no relocalisation: start anew at the held pose (weak prior), the map is kept
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), restart=True)
+            self.lost_frames = 0
+            message += "; restarted at the held pose"
+        if self.imu is not None:
+            self.imu.frame_done(timestamp, None)
+        return OdometryStep(self.pose.copy(), False, message, False, 0, None)
+
+    def _needs_keyframe(self) -> bool:
+        cfg = self.cfg
+        n = len(self.track_lid)
+        if self.frames_since_kf == 1:
+            self.kf_count = n  # tracks that survived their first frame: the reference for survival
+        if self.frames_since_kf >= cfg.keyframe_max_gap or n < cfg.keyframe_min_tracks:
+            return True
+        if n < cfg.keyframe_survival * self.kf_count:
+            return True
+        parallax = np.median(np.linalg.norm(self.track_px - self.track_src, axis=1))
+        return bool(parallax > cfg.keyframe_parallax_px * self.px_scale)
+
+    def _depth_ratio(self, depth: np.ndarray) -> float | None:
+        """Median of (landmark depth at this pose / the frame's depth at its pixel) over the live tracks."""
+        if len(self.track_lid) < 20:
+            return None
+        pts = np.array([self.landmarks[i] for i in self.track_lid])
+        _, z = self._project(pts, self.pose)
+        d = self._depth_at(depth, self.track_px)
+        ok = (d > 0) & (z > 0)
+        if ok.sum() < 20:
+            return None
+        return float(np.median(z[ok] / d[ok]))
+
+    # ------------------------------------------------------------------ keyframes and the smoother
+    def _keyframe(self, timestamp, gray, depth, confidence, pose, live: np.ndarray, first: bool = False,
+                  restart: bool = False) -> np.ndarray:
+        k = self.keyframes
+        self.keyframes += 1
+        xk = X(k)
+        self._values.insert(xk, gtsam.Pose3(pose))
+        if first or restart:
+            sig = np.array([1e-4] * 6) if first else np.array([0.05, 0.05, 0.05, 0.1, 0.1, 0.1])
+            self._graph.add(gtsam.PriorFactorPose3(xk, gtsam.Pose3(pose), gtsam.noiseModel.Diagonal.Sigmas(sig)))
+        cam_T = np.linalg.inv(pose)
+        # observations of the live landmarks, with a depth prior where this frame has depth
+        d_live = self._depth_at(depth, self.track_px) if len(self.track_lid) else np.zeros(0)
+        for j, (lid, uv) in enumerate(zip(self.track_lid, self.track_px)):
+            self._graph.add(gtsam.GenericProjectionFactorCal3_S2(gtsam.Point2(*uv.astype(np.float64)),
+                                                                 self._proj_noise, xk, L(int(lid)), self.cal))
+            if d_live[j] > 0:
+                self._add_range_prior(xk, int(lid), uv, d_live[j], confidence)
+        # new landmarks in the gaps
+        count = self.cfg.features.max_features - len(self.track_lid)
+        smooth = ~depth_edges(depth, max(1, int(round(3 * self.px_scale))))
+        new = detect(gray, self.cfg.features, existing=self.track_px, mask=smooth, count=count)
+        d = self._depth_at(depth, new) if len(new) else np.zeros(0)
+        new, d = new[d > 0], d[d > 0]
+        ids = np.arange(self.next_lid, self.next_lid + len(new))
+        self.next_lid += len(new)
+        if len(new):
+            rays = np.column_stack([(new[:, 0] - self.K[0, 2]) / self.K[0, 0],
+                                    (new[:, 1] - self.K[1, 2]) / self.K[1, 1], np.ones(len(new))])
+            pts_w = (rays * d[:, None]) @ pose[:3, :3].T + pose[:3, 3]
+            for lid, uv, p, z in zip(ids, new, pts_w, d):
+                self._values.insert(L(int(lid)), gtsam.Point3(*p))
+                self._graph.add(gtsam.GenericProjectionFactorCal3_S2(gtsam.Point2(*uv.astype(np.float64)),
+                                                                     self._proj_noise, xk, L(int(lid)), self.cal))
+                self._add_range_prior(xk, int(lid), uv, z, confidence)
+                self.landmarks[int(lid)] = p
+        if self.imu is not None:
+            self.imu.add_keyframe(k, timestamp, pose, self._graph, self._values, first or restart)
+        self.isam.update(self._graph, self._values)
+        self._graph = gtsam.NonlinearFactorGraph()
+        self._values = gtsam.Values()
+        est = self.isam.calculateEstimatePose3(xk).matrix()
+        self.track_px = np.concatenate([self.track_px, new]).astype(np.float32)
+        self.track_lid = np.concatenate([self.track_lid, ids]).astype(np.int64)
+        for lid in self.track_lid:
+            self.landmarks[int(lid)] = self.isam.calculateEstimatePoint3(L(int(lid)))
+        if self.imu is not None:
+            self.imu.keyframe_done(k, self.isam)
+        self.kf_gray, self.kf_px, self.kf_lid = gray, self.track_px.copy(), self.track_lid.copy()
+        self.track_src = self.track_px.copy()
+        self.kf_count = len(self.track_lid)
+        self.frames_since_kf = 0
+        if first or restart:
+            self.pose = est
+        return est
+
+    def _add_range_prior(self, xk, lid: int, uv: np.ndarray, z: float, confidence) -> None:
+        ray = np.array([(uv[0] - self.K[0, 2]) / self.K[0, 0], (uv[1] - self.K[1, 2]) / self.K[1, 1], 1.0])
+        rng = float(z * np.linalg.norm(ray))
+        conf = 1.0
+        if confidence is not None:
+            conf = max(float(self._depth_at(confidence, uv[None])[0]), self.cfg.min_confidence)
+        sigma = self.depth_sigma_rel * rng / conf
+        self._graph.add(gtsam.RangeFactor3D(xk, L(lid), rng, gtsam.noiseModel.Isotropic.Sigma(1, sigma)))
