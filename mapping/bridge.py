@@ -61,6 +61,7 @@ class MappingConfig:
     min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
     semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
     keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
+    loop_closure: bool = False  # keyframes -> place recognition -> pose graph -> map rebuilt (mapping.loops)
 
     def __post_init__(self) -> None:
         if self.depth_mode not in ("sensor", "gt", "pred"):
@@ -115,6 +116,7 @@ class Keyframe:
     depth: np.ndarray
     K: np.ndarray
     pose: np.ndarray
+    loop_index: int = -1  # its keyframe in the loop closer's pose graph (-1: none)
 
 
 class MappingBridge:
@@ -136,7 +138,9 @@ class MappingBridge:
         self._velocity = np.eye(4)  # last good frame-to-frame motion (constant-velocity prediction)
         self._render_pose = np.eye(4)  # where the current ray-cast was rendered
         self.keyframes: list[Keyframe] = []
+        self.loops = None  # mapping.loops.LoopCloser when config.loop_closure
         self.failures = 0
+        self.loop_seconds = 0.0  # place recognition, optimisation and map rebuilds, in total
         self.timing_totals = {s: 0.0 for s in STAGES}
         self.frames = 0
 
@@ -164,6 +168,10 @@ class MappingBridge:
             self._tracker = Tracker(frame.K, frame.size, start, cfg)
             self._semantics = SemanticVoxels(self._tracker.voxel_size, self.label_space.num_classes)
             self._last_pose = np.asarray(start, np.float64)
+            if cfg.loop_closure:  # with pose priors too: they are then odometry, and loops correct them
+                from mapping.loops import LoopCloser
+
+                self.loops = LoopCloser(frame.K, frame.size)
         tracker = self._tracker
         if frame.size != (tracker.height, tracker.width) or not np.allclose(frame.K, tracker.K):
             raise InterfaceError(f"frame size/intrinsics changed mid-sequence ({frame.size} vs "
@@ -177,7 +185,7 @@ class MappingBridge:
         input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
         if cfg.use_pose_prior:
-            pose = frame.pose_prior
+            pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
             if align and tracker.integrated_frames:
                 t0 = time.perf_counter()
                 tracker.synthesize(pose)
@@ -234,6 +242,9 @@ class MappingBridge:
                 self._log_scales.append(float(np.log(scale)))
             if (tracker.integrated_frames - 1) % cfg.keyframe_every == 0:
                 self._add_keyframe(depth, frame.K, pose)
+                if self.loops is not None:
+                    pose = self._loop_keyframe(frame, depth, pose)
+                    tracker = self._tracker
             pose = np.asarray(pose, np.float64)
             if tracker.integrated_frames > 1 and not cfg.use_pose_prior:
                 self._velocity = np.linalg.inv(self._last_pose) @ pose
@@ -247,6 +258,8 @@ class MappingBridge:
             times["raycast"] += time.perf_counter() - t0
         else:
             self.failures += 1
+        if self.loops is not None:
+            self.loops.record_frame(pose)
         self._timestamps.append(frame.timestamp)
         self._poses.append(np.asarray(pose, np.float64).copy())
         self._ok.append(ok)
@@ -273,6 +286,32 @@ class MappingBridge:
         weights = confidence_weight(conf, self.label_space.num_classes, len(z))
         self._semantics.fuse(pts, labels[valid], weights)
 
+    def _loop_keyframe(self, frame: PerceptionFrame, depth: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Hand a keyframe to the loop closer; after an accepted loop, rebuild the map at the corrected poses and
+        return this frame's pose in the corrected map (else ``pose`` unchanged)."""
+        loops = self.loops
+        before = loops.correction
+        t0 = time.perf_counter()
+        edge = loops.add_keyframe(frame.timestamp, frame.rgb, depth, frame.labels, frame.confidence, frame.K, pose)
+        self.keyframes[-1].loop_index = len(loops.graph) - 1
+        if edge is None:
+            self.loop_seconds += time.perf_counter() - t0
+            return pose
+        jump = loops.correction @ np.linalg.inv(before)
+        if loops.displacement() > self.voxel_size:  # else the map stays: no keyframe moved by a voxel
+            counted = self._tracker.integrated_frames
+            self._tracker, self._semantics = loops.rebuild(self.config, self.label_space.num_classes,
+                                                           self.voxel_size, frame.K, frame.size)
+            self._tracker.integrated_frames = counted  # keeps the keyframe schedule
+        for kf in self.keyframes:
+            if kf.loop_index >= 0:
+                kf.pose = loops.graph.optimized[kf.loop_index].copy()
+        self._last_pose = jump @ self._last_pose
+        seconds = time.perf_counter() - t0
+        self.loop_seconds += seconds
+        loops.note(edge, seconds)
+        return jump @ pose
+
     def _add_keyframe(self, depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> None:
         step = max(1, depth.shape[1] // 80)
         Ks = K.copy()
@@ -286,6 +325,8 @@ class MappingBridge:
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(timestamps (N,), metric camera-to-world poses (N,4,4))."""
         poses = np.array(self._poses).reshape(-1, 4, 4)
+        if self.loops is not None:  # every frame moved with its keyframe's correction
+            poses = self.loops.trajectory()
         return np.array(self._timestamps, np.float64), poses
 
     def semantic_voxels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -347,6 +388,8 @@ class MappingBridge:
         if len(snap.timestamps):
             written.append(write_tum(out / "trajectory.tum", snap.timestamps, snap.trajectory))
             written.append(write_hydra_csv(out / "trajectory.csv", snap.timestamps, snap.trajectory))
+        if self.loops is not None and len(self.loops.graph):
+            written.append(self.loops.graph.write_g2o(out / "pose_graph.g2o"))
         written += self.scene_graph(snap).write(out, self.label_space)
         written += write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space)
         return written
