@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
-                   help="frame-to-model odometry; default hybrid with --depth pred, point_to_plane otherwise")
+                   help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU); "
+                        "point_to_plane/hybrid/intensity: dense frame-to-model; default vio with --depth pred, "
+                        "point_to_plane otherwise")
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--loops", action="store_true",
                    help="loop closure: place recognition, pose graph, map rebuilt; writes pose_graph.g2o")
@@ -89,7 +91,8 @@ def _run(args) -> int:
     metrics = {
         "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
         "tracking_failures": run["failures"], "voxel_size_m": bridge.voxel_size,
-        "odometry": None if args.gt_poses else config.odometry_method,
+        "odometry": None if args.gt_poses else bridge.odometry_mode, "odometry_note": bridge.odometry_note,
+        "keyframes": bridge.keyframe_count,
         "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,
         "mean_ms": {k: 1000 * v / n for k, v in bridge.timing_totals.items()},
         "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,
@@ -117,6 +120,8 @@ def _run(args) -> int:
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
+    if bridge.odometry_note:
+        print(f"m2hmx-map: {bridge.odometry_note}", file=sys.stderr)
     print(f"{run['frames']} frames, {run['failures']} tracking failures"
           + (f", ATE RMSE {ate * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale "
              f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")

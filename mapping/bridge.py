@@ -28,9 +28,10 @@ import numpy as np
 
 from mapping.fusion import SemanticVoxels, confidence_weight
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
+from mapping.odometry import ODOMETRY_MODES, OdometryConfig, SparseOdometry, depth_sigma_for
 from mapping.tracking import ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
 
-STAGES = ("align", "track", "integrate", "semantics", "raycast")
+STAGES = ("odometry", "align", "track", "integrate", "semantics", "raycast")
 
 
 @dataclass
@@ -44,12 +45,15 @@ class MappingConfig:
     depth_max: float = 5.0
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
-    # "point_to_plane" | "hybrid" | "intensity"; None = hybrid for predicted depth, point_to_plane otherwise.
-    # Predicted depth's shape errors move a geometric fit by their full size, while a photometric residual
-    # sees a depth error only through the parallax of the frame-to-frame motion (small at 30 Hz), so the
-    # hybrid fit tracks predicted depth better; on exact depth point-to-plane alone is more accurate
-    # (measurements in benchmarks/RESULTS.md, "Odometry for predicted depth").
+    # "vio" | "vo" (sparse keyframe odometry, mapping.odometry; "vio" runs visual-only when the source has no
+    # IMU) or a dense frame-to-model method: "point_to_plane" | "hybrid" | "intensity". None = vio for
+    # predicted depth, point_to_plane otherwise. Predicted depth's shape errors move a dense geometric fit by
+    # their full size; the sparse odometry takes its pose from feature tracks (and the IMU) and uses the depth
+    # only for the landmarks' metric depth, with priors as loose as the network's error. On exact or sensor
+    # depth the dense point-to-plane fit is more accurate (benchmarks/RESULTS.md, "Sparse keyframe odometry").
     odometry: str | None = None
+    sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
+    imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
     # Odometry iterations per image-pyramid level, finest first. Open3D's default (6, 3, 1) leaves one
     # iteration at the coarsest level, too few to recover a fast turn (a 3 deg miss of the constant-
     # velocity prediction put 9 cm into one frame); coarse iterations are cheap (1/16 of the pixels).
@@ -66,14 +70,21 @@ class MappingConfig:
     def __post_init__(self) -> None:
         if self.depth_mode not in ("sensor", "gt", "pred"):
             raise ValueError(f"depth_mode must be sensor, gt or pred, got '{self.depth_mode}'")
-        if self.odometry not in (None, *ODOMETRY_METHODS):
-            raise ValueError(f"odometry must be one of {', '.join(ODOMETRY_METHODS)}, got '{self.odometry}'")
+        choices = (*ODOMETRY_MODES, *ODOMETRY_METHODS)
+        if self.odometry not in (None, *choices):
+            raise ValueError(f"odometry must be one of {', '.join(choices)}, got '{self.odometry}'")
+        if not self.imu_noise_scale > 0:
+            raise ValueError(f"imu_noise_scale must be > 0, got {self.imu_noise_scale}")
 
     @property
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
-        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
+        return "vio" if self.depth_mode == "pred" else "point_to_plane"
+
+    @property
+    def sparse_odometry(self) -> bool:
+        return self.odometry_method in ODOMETRY_MODES and not self.use_pose_prior
 
     @property
     def scale_alignment(self) -> bool:
@@ -94,6 +105,8 @@ class StepResult:
     message: str
     timings_ms: dict
     scale: float = 1.0  # factor applied to this frame's depth (1 without alignment)
+    tracked: int = 0  # sparse odometry: feature tracks used for this frame's pose
+    keyframe: bool = False  # sparse odometry: this frame became a keyframe
 
 
 @dataclass
@@ -128,6 +141,10 @@ class MappingBridge:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         self._tracker: Tracker | None = None
+        self._odometry: SparseOdometry | None = None
+        self.odometry_mode: str | None = None  # the odometry in use ("vio", "vo", or a dense method)
+        self.odometry_note = ""  # e.g. why vio fell back to vo
+        self.tracked_features = 0
         self._semantics: SemanticVoxels | None = None
         self._timestamps: list[float] = []
         self._poses: list[np.ndarray] = []  # map units
@@ -184,7 +201,16 @@ class MappingBridge:
         ok, message, scale = True, "", 1.0
         input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
-        if cfg.use_pose_prior:
+        keyframe = False
+        if self.odometry_mode is None:
+            self._start_odometry(frame)
+        if cfg.sparse_odometry:
+            t0 = time.perf_counter()
+            ok, message, pose, scale, keyframe = self._sparse_step(frame, depth)
+            if self.loops is not None:  # the odometry's pose, moved into the loop-corrected map
+                pose = self.loops.correction @ pose
+            times["odometry"] += time.perf_counter() - t0
+        elif cfg.use_pose_prior:
             pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
             if align and tracker.integrated_frames:
                 t0 = time.perf_counter()
@@ -250,12 +276,13 @@ class MappingBridge:
                 self._velocity = np.linalg.inv(self._last_pose) @ pose
             self._last_pose = pose
             self._prev_depth = depth if align else None
-            # Ray-cast the map for the next frame at the constant-velocity prediction: the tracker starts
-            # there, which also steadies it where the geometry leaves a direction unconstrained (a wall).
-            t0 = time.perf_counter()
-            self._render_pose = pose @ self._velocity
-            tracker.synthesize(self._render_pose)
-            times["raycast"] += time.perf_counter() - t0
+            if not cfg.sparse_odometry:
+                # Ray-cast the map for the next frame at the constant-velocity prediction: the tracker starts
+                # there, which also steadies it where the geometry leaves a direction unconstrained (a wall).
+                t0 = time.perf_counter()
+                self._render_pose = pose @ self._velocity
+                tracker.synthesize(self._render_pose)
+                times["raycast"] += time.perf_counter() - t0
         else:
             self.failures += 1
         if self.loops is not None:
@@ -267,7 +294,40 @@ class MappingBridge:
         for k, v in times.items():
             self.timing_totals[k] += v
         return StepResult(self.frames - 1, frame.timestamp, np.array(pose, np.float64), ok, message,
-                          {k: 1000 * v for k, v in times.items()}, scale)
+                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe)
+
+    def _start_odometry(self, frame: PerceptionFrame) -> None:
+        """Pick the odometry at the first frame; "vio" without IMU samples falls back to "vo" and says so."""
+        cfg = self.config
+        mode = "gt-poses" if cfg.use_pose_prior else cfg.odometry_method
+        imu = None
+        if mode == "vio" and frame.imu is None:
+            mode = "vo"
+            self.odometry_note = "no IMU in this source: visual-only odometry (vo)"
+        elif mode == "vio":
+            from mapping.imu import D435I
+            from mapping.inertial import ImuFusion
+
+            imu = ImuFusion(D435I.scaled(cfg.imu_noise_scale))
+        self.odometry_mode = mode
+        if cfg.sparse_odometry:
+            start = frame.pose_prior if frame.pose_prior is not None else np.eye(4)
+            sigma = cfg.sparse.depth_sigma_rel or depth_sigma_for(cfg.depth_mode)
+            self._odometry = SparseOdometry(frame.K, frame.size, start, cfg.sparse, sigma, imu, cfg.scale_alignment)
+
+    def _sparse_step(self, frame: PerceptionFrame, depth: np.ndarray):
+        """The sparse odometry's pose; with scale alignment, the depth is brought onto the landmarks' scale."""
+        step = self._odometry.step(frame.timestamp, frame.rgb, depth, frame.confidence, frame.imu)
+        self.tracked_features = step.tracked
+        scale = 1.0
+        if step.ok and self.config.scale_alignment and step.depth_ratio is not None and 0.5 < step.depth_ratio < 2:
+            scale = step.depth_ratio
+            depth *= np.float32(scale)
+        return step.ok, step.message, step.pose, scale, step.keyframe
+
+    @property
+    def keyframe_count(self) -> int:
+        return 0 if self._odometry is None else self._odometry.keyframes
 
     def _fuse_semantics(self, frame: PerceptionFrame, depth: np.ndarray, pose: np.ndarray) -> None:
         s = max(1, self.config.semantic_stride)

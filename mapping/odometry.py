@@ -17,6 +17,11 @@ inverse-depth error (sigma(1/z) = sigma_rel / z), linearised into range space as
 A range prior is added at every keyframe that observes the landmark (with its depth there), so a
 landmark's depth averages over views and the reprojections of several keyframes outvote one wrong depth.
 
+Predicted depth's scale wobbles from frame to frame. With ``align_scale`` each frame's depth is first brought
+onto the landmarks' scale (median ratio at the pose from the reprojections alone) before its ranges enter the
+pose refinement and, at keyframes, the depth priors; the map keeps the first frame's scale, as the dense path
+does (``mapping.bridge``). Otherwise a per-frame scale error would pull every pose along the view axis.
+
 Tracking failure (too few tracks, PnP fails) is reported and survived: the pose is held, the next frames
 are tracked again from the last keyframe's image (relocalisation against the keyframe), and after
 ``relocalise_frames`` failed frames a new keyframe is started at the held pose, tied to it by a weak prior.
@@ -67,19 +72,22 @@ class OdometryStep:
     message: str
     keyframe: bool
     tracked: int  # PnP inlier tracks in this frame
-    depth_ratio: float | None  # median landmark depth / the frame's depth at the tracks (None if too few)
+    # the factor that brings this frame's depth onto the landmarks' (the map's) scale: the one applied with
+    # ``align_scale``, else the median landmark depth / frame depth at the tracks (None if too few)
+    depth_ratio: float | None
 
 
 class SparseOdometry:
     """Keyframe visual(-inertial) odometry for one camera (fixed K and image size)."""
 
     def __init__(self, K: np.ndarray, size: tuple[int, int], start_pose: np.ndarray, cfg: OdometryConfig,
-                 depth_sigma_rel: float, imu=None):
+                 depth_sigma_rel: float, imu=None, align_scale: bool = False):
         self.K = np.asarray(K, np.float64)
         self.h, self.w = size
         self.cfg = cfg
         self.px_scale = self.w / 320.0
         self.depth_sigma_rel = depth_sigma_rel
+        self.align_scale = align_scale
         self.cal = gtsam.Cal3_S2(self.K[0, 0], self.K[1, 1], 0.0, self.K[0, 2], self.K[1, 2])
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(cfg.isam_relinearize)
@@ -92,7 +100,7 @@ class SparseOdometry:
         self.imu = imu  # mapping.imu_fusion.ImuFusion or None
         self.pose = np.asarray(start_pose, np.float64).copy()
         self.velocity = np.eye(4)  # last frame-to-frame motion
-        self.prev_gray: np.ndarray | None = None
+        self.started = False
         self.track_px = np.zeros((0, 2), np.float32)
         self.track_lid = np.zeros(0, np.int64)
         self.track_src = np.zeros((0, 2), np.float32)  # each live track's pixel in the keyframe image
@@ -114,10 +122,11 @@ class SparseOdometry:
         uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] * [self.K[0, 0], self.K[1, 1]] + self.K[:2, 2]
         return uv, z
 
-    def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray | None = None,
-             confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray,
+             confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
         """PnP-RANSAC from ``guess``, then a robust pose-only refinement on the inliers that also uses this
-        frame's depth at the tracks (range residuals weighted like the depth priors)."""
+        frame's depth at the tracks (range residuals weighted like the depth priors). Returns (pose, inlier
+        mask, the factor that brings this frame's depth onto the landmarks' scale; 1 without alignment)."""
         cw = np.linalg.inv(guess)
         rvec, _ = cv2.Rodrigues(cw[:3, :3])
         tvec = cw[:3, 3].reshape(3, 1).copy()
@@ -131,17 +140,25 @@ class SparseOdometry:
         R, _ = cv2.Rodrigues(rvec)
         cw = np.eye(4)
         cw[:3, :3], cw[:3, 3] = R, tvec.ravel()
-        rng, sig = None, None
-        if depth is not None:
-            rng, sig = self._range_obs(depth, confidence, uv[inl])
-        pose = self._refine(np.linalg.inv(cw), pts_w[inl], uv[inl], rng, sig)
+        pose = np.linalg.inv(cw)
+        scale = 1.0
+        if self.align_scale:  # bring this frame's depth onto the landmarks' scale first (see class docstring)
+            pose = self._refine(pose, pts_w[inl], uv[inl], None, None)
+            _, z = self._project(pts_w[inl], pose)
+            d = self._depth_at(depth, uv[inl])
+            good = (d > 0) & (z > 0)
+            if good.sum() >= self.cfg.min_pnp_inliers:
+                ratio = float(np.median(z[good] / d[good]))
+                scale = ratio if 0.5 < ratio < 2.0 else 1.0
+        rng, sig = self._range_obs(depth, confidence, uv[inl])
+        pose = self._refine(pose, pts_w[inl], uv[inl], rng * scale, sig * scale)
         # final inliers at the refined pose
         proj, z = self._project(pts_w, pose)
         err = np.linalg.norm(proj - uv, axis=1)
         mask = (err < self.cfg.pnp_px * self.px_scale) & (z > 0)
         if mask.sum() < self.cfg.min_pnp_inliers:
             return None
-        return pose, mask
+        return pose, mask, scale
 
     def _range_obs(self, depth: np.ndarray, confidence: np.ndarray | None, uv: np.ndarray):
         """Range (camera centre to the surface point) at each pixel and its prior sigma; 0 where no depth."""
@@ -203,9 +220,11 @@ class SparseOdometry:
         gray = to_gray(rgb, self.cfg.features.blur_sigma * self.px_scale)
         if self.imu is not None:
             self.imu.add(imu_samples)
-        if self.prev_gray is None:
-            self.prev_gray = gray
-            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), first=True)
+        if not self.started:
+            self.started = True
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, first=True)
+            if self.imu is not None:
+                self.imu.frame_done(timestamp, self.pose)
             return OdometryStep(self.pose.copy(), True, "", True, 0, None)
         predicted = self.pose @ self.velocity
         if self.imu is not None:
@@ -215,20 +234,22 @@ class SparseOdometry:
             result = self._track_from_keyframe(gray, predicted, self.track_src, self.track_lid, depth, confidence)
         if result is None and len(self.kf_lid) > len(self.track_lid):  # relocalise against the keyframe
             result = self._track_from_keyframe(gray, predicted, self.kf_px, self.kf_lid, depth, confidence)
-        self.prev_gray = gray
         if result is None:
             return self._failed(timestamp, gray, depth, confidence, predicted)
-        pose = result[0]
+        pose, _, scale = result
+        if scale != 1.0:
+            depth = depth * np.float32(scale)
         self.lost_frames = 0
         self.frames_since_kf += 1
         keyframe = self._needs_keyframe()
         if keyframe:
-            pose = self._keyframe(timestamp, gray, depth, confidence, pose, np.ones(len(self.track_lid), bool))
+            pose = self._keyframe(timestamp, gray, depth, confidence, pose)
         self.velocity = np.linalg.inv(self.pose) @ pose
         self.pose = pose
         if self.imu is not None:
             self.imu.frame_done(timestamp, pose)
-        return OdometryStep(pose.copy(), True, "", keyframe, len(self.track_lid), self._depth_ratio(depth))
+        ratio = scale if self.align_scale else self._depth_ratio(depth)
+        return OdometryStep(pose.copy(), True, "", keyframe, len(self.track_lid), ratio)
 
     def _track_from_keyframe(self, gray: np.ndarray, predicted: np.ndarray, src: np.ndarray, lids: np.ndarray,
                              depth: np.ndarray, confidence: np.ndarray | None):
@@ -261,7 +282,7 @@ class SparseOdometry:
         self.track_src = self.track_px
         if self.lost_frames >= self.cfg.relocalise_frames:
             # no relocalisation: start anew at the held pose (weak prior), the map is kept
-            self._keyframe(timestamp, gray, depth, confidence, self.pose, np.ones(0, bool), restart=True)
+            self._keyframe(timestamp, gray, depth, confidence, self.pose, restart=True)
             self.lost_frames = 0
             message += "; restarted at the held pose"
         if self.imu is not None:
@@ -293,7 +314,7 @@ class SparseOdometry:
         return float(np.median(z[ok] / d[ok]))
 
     # ------------------------------------------------------------------ keyframes and the smoother
-    def _keyframe(self, timestamp, gray, depth, confidence, pose, live: np.ndarray, first: bool = False,
+    def _keyframe(self, timestamp, gray, depth, confidence, pose, first: bool = False,
                   restart: bool = False) -> np.ndarray:
         k = self.keyframes
         self.keyframes += 1
