@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                        help="frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
                             "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate)")
+    model.add_argument("--loop-closure", action="store_true",
+                       help="close loops: place recognition, pose graph, map rebuilt at the corrected poses")
     model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",
                        help="torch threads for perception; mapping and the GUI need the other cores (1)")
 
@@ -148,7 +150,7 @@ def options_from_args(args: argparse.Namespace):
         depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
         max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
         quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
-        torch_threads=args.torch_threads, odometry=args.odometry)
+        torch_threads=args.torch_threads, odometry=args.odometry, loop_closure=args.loop_closure)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD python benchmarks/bench_loops.py false-loops [--rooms 100000-100019] [--seven-scenes DIR ...]
     PYTHONPATH=$PWD python benchmarks/bench_loops.py revisit [--rooms 100000-100004] [--depth pred|gt] [--stride 1]
+    PYTHONPATH=$PWD python benchmarks/bench_loops.py cost [--keyframes 300]
 
 false-loops: every 10th frame of each walk (no revisit) is a keyframe at its true pose; place recognition is queried
 with the frame's depth (exact for generated rooms, sensor depth for 7-Scenes). A verified loop is false when its
@@ -129,6 +130,37 @@ def run_revisit(args) -> None:
         print("| " + " | ".join(map(str, row)) + " |", flush=True)
 
 
+def run_cost(args) -> None:
+    """One map correction with ``--keyframes`` keyframes: GNC over the graph + the rebuild of TSDF and evidence."""
+    from m2hmx.data.synthetic import SyntheticSource
+    from mapping.bridge import MappingConfig
+    from mapping.pose_graph import LoopEdge
+
+    src = SyntheticSource(args.room, frames=args.keyframes)
+    closer = LoopCloser(src.K, (src.height, src.width))
+    for i in range(args.keyframes):
+        f = src[i]
+        closer.graph.add_keyframe(src.poses[i])
+        closer.store.add(f.timestamp, f.rgb, f.depth, f.labels, None, f.K)
+    closer.graph.add_loop(LoopEdge(0, args.keyframes - 1, np.linalg.inv(src.poses[0]) @ src.poses[-1]))
+    cfg = MappingConfig(depth_mode="gt")
+    rows = []
+    for _ in range(args.repeats):
+        load = os.getloadavg()[0]
+        w0, c0 = time.perf_counter(), time.process_time()
+        closer.graph.optimize()
+        w1, c1 = time.perf_counter(), time.process_time()
+        closer.rebuild(cfg, src.label_space.num_classes, 0.02, src.K, (src.height, src.width))
+        w2, c2 = time.perf_counter(), time.process_time()
+        rows.append((w1 - w0, c1 - c0, w2 - w1, c2 - c1, load))
+    print(f"# correction cost, {args.keyframes} keyframes (room {args.room}, 240x320 frames stored at half "
+          f"resolution, {closer.store.nbytes / 1e6:.1f} MB), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| GNC wall s | GNC CPU s | rebuild wall s | rebuild CPU s (all threads) | load before |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(f"{x:.2f}" if i < 4 else f"{x:.1f}" for i, x in enumerate(r)) + " |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -139,8 +171,12 @@ def main(argv=None) -> int:
     r.add_argument("--rooms", default="100000-100004")
     r.add_argument("--depth", choices=("pred", "gt"), default="pred")
     r.add_argument("--stride", type=int, default=1)
+    c = sub.add_parser("cost")
+    c.add_argument("--keyframes", type=int, default=300)
+    c.add_argument("--room", type=int, default=200003)
+    c.add_argument("--repeats", type=int, default=2)
     args = p.parse_args(argv)
-    run_false_loops(args) if args.cmd == "false-loops" else run_revisit(args)
+    {"false-loops": run_false_loops, "revisit": run_revisit, "cost": run_cost}[args.cmd](args)
     return 0
 
 

@@ -120,6 +120,7 @@ class MapSnapshot:
     trajectory: np.ndarray  # (N,4,4)
     tracking_ok: np.ndarray  # (N,) bool
     objects: list = field(default_factory=list)  # mapping.scene_graph.ObjectNode
+    loop_lines: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))  # (L,2,3) accepted loop closures
 
 
 @dataclass
@@ -407,8 +408,9 @@ class MappingBridge:
         vertices, triangles, rgb = self._tracker.extract_mesh()
         classes = self._semantics.classify(vertices)
         objects = extract_objects(vertices, triangles, classes, self.label_space) if with_objects else []
+        lines = self.loops.loop_lines() if self.loops is not None else np.zeros((0, 2, 3))
         return MapSnapshot(vertices, triangles, self.class_colors(classes), rgb, classes,
-                           times, poses, np.array(self._ok, bool), objects)
+                           times, poses, np.array(self._ok, bool), objects, lines)
 
     def class_colors(self, classes: np.ndarray) -> np.ndarray:
         lut = np.full((256, 3), 128, np.uint8)

@@ -13,6 +13,7 @@ ROWS = (
     ("tracking", "tracking"),
     ("map_size", "map size"),
     ("ate", "ATE RMSE (live)"),
+    ("loops", "loop closures"),
 )
 
 
