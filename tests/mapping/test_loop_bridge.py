@@ -7,7 +7,7 @@ from m2hmx.data.sources import open_source
 from mapping.bridge import MappingBridge, MappingConfig
 from mapping.interface import PerceptionFrame
 
-STRIDE = 6  # every 6th frame of the 450-frame walk (0.1 m apart): 75 frames, a keyframe every 2
+STRIDE = 9  # every 9th frame of the 450-frame walk (about 0.15 m apart): 50 frames, a keyframe every 2
 
 
 def _drifted(poses):
