@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multiply predicted depth by S (a camera whose focal length differs from the "
                             "training data's sees metric depth off by a constant factor) (1.0)")
     model.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
-                       help="frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
-                            "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate)")
+                       help="dense frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
+                            "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate) or "
+                            "sparse keyframe odometry: vio (visual-inertial; vo when the source has no IMU) or vo")
     model.add_argument("--loop-closure", action="store_true",
                        help="close loops: place recognition, pose graph, map rebuilt at the corrected poses")
     model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",

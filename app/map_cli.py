@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                    help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU); "
-                        "point_to_plane/hybrid/intensity: dense frame-to-model; default vio with --depth pred, "
+                        "point_to_plane/hybrid/intensity: dense frame-to-model; default hybrid with --depth pred, "
                         "point_to_plane otherwise")
     p.add_argument("--voxel-size", type=float, default=None, help="TSDF voxel (m); default by image width")
     p.add_argument("--loops", action="store_true",

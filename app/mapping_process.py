@@ -169,7 +169,7 @@ def mapping_main(label_space, config, frames, commands, results, snapshot_every_
             step = bridge.process(frame)
             results.put(("step", (generation, {
                 "index": step.index, "timestamp": step.timestamp, "pose": step.pose, "ok": step.tracking_ok,
-                "message": step.message, "timings_ms": step.timings_ms,
+                "message": step.message, "timings_ms": step.timings_ms, "odometry": bridge.odometry_summary(),
                 "total_ms": 1000 * (time.perf_counter() - t0)})))
             dirty = True
             if time.monotonic() - last_snapshot >= interval:

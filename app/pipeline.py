@@ -9,7 +9,7 @@ from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 DEPTH_MODES = ("sensor", "gt", "pred")
 # --odometry choices of m2hmx-map and m2hmx-viewer: mapping.odometry.ODOMETRY_MODES (sparse) and the keys of
 # mapping.tracking.ODOMETRY_METHODS (dense), named here so that building a parser does not import Open3D or GTSAM
-ODOMETRY_CHOICES = ("vio", "vo", "point_to_plane", "hybrid", "intensity")
+ODOMETRY_CHOICES = ("point_to_plane", "hybrid", "intensity", "vio", "vo")
 
 
 def to_perception_frame(frame, prediction=None, depth_mode: str = "sensor", num_classes: int | None = None,

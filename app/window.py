@@ -493,6 +493,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.est_t, self.est_poses, self.gt_t, self.gt_poses = [], [], [], []
         self.ate = None
         self.tracking_text = "-"
+        self.odometry_text = "-"
         self.mapping_idle = True
         self._world_set = False
         self._last_stats = 0.0
@@ -576,6 +577,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.est_t.append(payload["timestamp"])
             self.est_poses.append(payload["pose"])
             self.tracking_text = "ok" if payload["ok"] else "LOST: " + plain(payload["message"])
+            self.odometry_text = payload.get("odometry", "-")
             if not self._world_set:
                 self.map_view.set_world_to_display(up_transform(payload["pose"]))
                 self._world_set = True
@@ -635,6 +637,7 @@ class MainWindow(QtWidgets.QMainWindow):
         drops = self.capture_slot.dropped + self.display_slot.dropped
         s.set("dropped", f"{drops} / {self.mapper.dropped if self.mapper else 0}")
         s.set("tracking", self.tracking_text)
+        s.set("odometry", self.odometry_text)
         if self.last_map is not None:
             m = self.last_map
             s.set("map_size", f"{m.total_vertices:,} vertices, {m.total_triangles:,} triangles, "

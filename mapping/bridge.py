@@ -45,12 +45,13 @@ class MappingConfig:
     depth_max: float = 5.0
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
-    # "vio" | "vo" (sparse keyframe odometry, mapping.odometry; "vio" runs visual-only when the source has no
-    # IMU) or a dense frame-to-model method: "point_to_plane" | "hybrid" | "intensity". None = vio for
-    # predicted depth, point_to_plane otherwise. Predicted depth's shape errors move a dense geometric fit by
-    # their full size; the sparse odometry takes its pose from feature tracks (and the IMU) and uses the depth
-    # only for the landmarks' metric depth, with priors as loose as the network's error. On exact or sensor
-    # depth the dense point-to-plane fit is more accurate (benchmarks/RESULTS.md, "Sparse keyframe odometry").
+    # "point_to_plane" | "hybrid" | "intensity" (dense frame-to-model) or "vio" | "vo" (sparse keyframe
+    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU). None = hybrid for
+    # predicted depth, point_to_plane otherwise. Predicted depth's shape errors move a geometric fit by their
+    # full size, while a photometric residual sees a depth error only through the parallax of the
+    # frame-to-frame motion (small at 30 Hz), so the hybrid fit tracks predicted depth better; on exact depth
+    # point-to-plane alone is more accurate (benchmarks/RESULTS.md, "Odometry for predicted depth"). The sparse
+    # odometry measures worse than these so far ("Sparse keyframe odometry" there, docs/design/odometry.md).
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
@@ -70,7 +71,7 @@ class MappingConfig:
     def __post_init__(self) -> None:
         if self.depth_mode not in ("sensor", "gt", "pred"):
             raise ValueError(f"depth_mode must be sensor, gt or pred, got '{self.depth_mode}'")
-        choices = (*ODOMETRY_MODES, *ODOMETRY_METHODS)
+        choices = (*ODOMETRY_METHODS, *ODOMETRY_MODES)
         if self.odometry not in (None, *choices):
             raise ValueError(f"odometry must be one of {', '.join(choices)}, got '{self.odometry}'")
         if not self.imu_noise_scale > 0:
@@ -80,7 +81,7 @@ class MappingConfig:
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
-        return "vio" if self.depth_mode == "pred" else "point_to_plane"
+        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
     def sparse_odometry(self) -> bool:
@@ -325,6 +326,14 @@ class MappingBridge:
             scale = step.depth_ratio
             depth *= np.float32(scale)
         return step.ok, step.message, step.pose, scale, step.keyframe
+
+    def odometry_summary(self) -> str:
+        """One line for a status display: the odometry in use, keyframes and tracked features (sparse modes)."""
+        mode = self.odometry_mode or self.config.odometry_method
+        if self._odometry is None:
+            return mode
+        text = f"{mode}: {self.keyframe_count} keyframes, {self.tracked_features} tracks"
+        return text + (f" ({self.odometry_note})" if self.odometry_note else "")
 
     @property
     def keyframe_count(self) -> int:

@@ -39,16 +39,12 @@ class ImuFusion:
         self.last_kf: tuple[int, float, np.ndarray, np.ndarray] | None = None  # (k, t, pose, velocity)
         self._frames: list[tuple[float, np.ndarray]] = []  # recent (t, pose), for the starting velocity
         self._last_frame_t: float | None = None
-        self.samples_seen = 0
-
-    @property
-    def active(self) -> bool:
-        return self.last_kf is not None
+        self._pending: ImuSamples | None = None  # this frame's samples, until frame_done
+        self._rot_params = preintegration_params(noise, GRAVITY)  # for the gyro-only prediction before gravity
 
     def add(self, samples: ImuSamples | None) -> None:
         if samples is None or len(samples) == 0:
             return
-        self.samples_seen += len(samples)
         self.buffer = samples if self.buffer is None else self.buffer.concat(samples)
         self._pending = samples
 
@@ -70,17 +66,13 @@ class ImuFusion:
         return out
 
     def _params_for_rotation(self):
-        if self.params is not None:
-            return self.params
-        if not hasattr(self, "_rot_params"):
-            self._rot_params = preintegration_params(self.noise, GRAVITY)
-        return self._rot_params
+        return self.params if self.params is not None else self._rot_params
 
     def frame_done(self, t: float, pose: np.ndarray | None) -> None:
         """After each frame: collect the gravity window (tracked frames only)."""
         if pose is not None:
             self._frames = (self._frames + [(t, pose)])[-12:]
-            pending = getattr(self, "_pending", None)
+            pending = self._pending
             if self.gravity is None and pending is not None and len(pending):
                 wRi = pose[:3, :3] @ pending.body_T_cam[:3, :3].T
                 self._specific_force.append(pending.accel @ wRi.T)

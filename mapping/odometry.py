@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import cv2
 import gtsam
 import numpy as np
-from gtsam.symbol_shorthand import B, L, V, X
+from gtsam.symbol_shorthand import L, X
 
 from mapping.features import FeatureConfig, depth_edges, detect, to_gray, track
 

@@ -11,6 +11,7 @@ ROWS = (
     ("latency", "latency p50 / p95 [ms]"),
     ("dropped", "dropped (capture / mapping)"),
     ("tracking", "tracking"),
+    ("odometry", "odometry"),
     ("map_size", "map size"),
     ("ate", "ATE RMSE (live)"),
     ("loops", "loop closures"),

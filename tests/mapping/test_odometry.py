@@ -58,8 +58,10 @@ def _bridge_ate(source, frames, depths, odometry: str) -> float:
 
 def test_smoothly_warped_depth_moves_sparse_odometry_less_than_the_dense_tracker(room):
     """Each frame's depth times 1 + a x + b y + c (x^2 + y^2) (normalised image coordinates; a, b, c ~ N(0, 0.05)):
-    the smooth shape error a network's depth has. Both run the predicted-depth path (scale alignment on); the
-    dense tracker is its hybrid frame-to-model fit. Measured: see the assertion's message."""
+    the smooth shape error a network's depth has (without its per-frame scale error, which the benchmark's
+    noisy-depth row covers). Both run the predicted-depth path (scale alignment on); the dense tracker is its
+    hybrid frame-to-model fit. Measured over 40 frames: sparse vo 0.65 cm exact, 0.46 cm warped; dense hybrid
+    0.66 cm exact, 22.7 cm warped (shift ratio 0.009)."""
     source, frames = room
     frames = frames[:40]
     rng = np.random.default_rng(3)
@@ -71,12 +73,9 @@ def test_smoothly_warped_depth_moves_sparse_odometry_less_than_the_dense_tracker
         a, b, c = rng.normal(0, 0.05, 3)
         warped.append((f.depth * (1 + a * x + b * y + c * (x ** 2 + y ** 2))).astype(np.float32))
     exact = [f.depth for f in frames]
-    ates = {(o, name): _bridge_ate(source, frames, d, o) for o in ("vo", "hybrid")
-            for name, d in (("warped", warped), ("exact", exact))}
-    print(ates)
-    sparse_shift = abs(ates["vo", "warped"] - ates["vo", "exact"])
-    dense_shift = abs(ates["hybrid", "warped"] - ates["hybrid", "exact"])
-    assert sparse_shift < 0.5 * dense_shift, (sparse_shift, dense_shift)
+    sparse_shift = abs(_bridge_ate(source, frames, warped, "vo") - _bridge_ate(source, frames, exact, "vo"))
+    dense_shift = abs(_bridge_ate(source, frames, warped, "hybrid") - _bridge_ate(source, frames, exact, "hybrid"))
+    assert dense_shift > 0.05 and sparse_shift < 0.1 * dense_shift, (sparse_shift, dense_shift)
 
 
 def test_vio_without_imu_falls_back_to_visual_only_and_says_so(room):
@@ -88,6 +87,8 @@ def test_vio_without_imu_falls_back_to_visual_only_and_says_so(room):
         assert step.tracking_ok
     assert bridge.odometry_mode == "vo"
     assert bridge.odometry_note == "no IMU in this source: visual-only odometry (vo)"
+    assert bridge.odometry_summary().startswith("vo: ") and bridge.odometry_summary().endswith(
+        "(no IMU in this source: visual-only odometry (vo))")
     with_imu = MappingBridge(source.label_space, MappingConfig(depth_mode="pred", odometry="vio"))
     f = frames[0]
     with_imu.process(PerceptionFrame(f.timestamp, f.rgb, f.depth, f.labels, f.K, imu=f.imu, pose_prior=f.pose))
