@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
                        help="network outputs to predict, e.g. depth,semseg as the paper deploys it: the normals and "
                             "edge panels say off (default: all of the model's heads)")
+    model.add_argument("--loop-closure", action="store_true",
+                       help="close loops: place recognition, pose graph, map rebuilt at the corrected poses")
     model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",
                        help="torch threads for perception; mapping and the GUI need the other cores (1)")
 
@@ -168,7 +170,7 @@ def options_from_args(args: argparse.Namespace):
         depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
         max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
         quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
-        torch_threads=args.torch_threads, odometry=args.odometry, tasks=args.tasks,
+        torch_threads=args.torch_threads, odometry=args.odometry, tasks=args.tasks, loop_closure=args.loop_closure,
         rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
         if args.rerun_connect else ("spawn", None) if args.rerun else None)
 

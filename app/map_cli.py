@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "point_to_plane otherwise")
     p.add_argument("--voxel-size", type=_voxel_size, default=None,
                    help=f"TSDF voxel (m, {VOXEL_RANGE[0]}-{VOXEL_RANGE[1]}); default by image width")
+    p.add_argument("--loops", action="store_true",
+                   help="loop closure: place recognition, pose graph, map rebuilt; writes pose_graph.g2o")
     p.add_argument("--no-progress", action="store_true")
     live = p.add_argument_group("Rerun and ROS 2 (extras 'rerun' and 'ros')")
     live.add_argument("--rerun", action="store_true", help="log the run live to a Rerun viewer it spawns")
@@ -155,7 +157,7 @@ def _run(args) -> int:
     label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
         or load_label_space("scannet20")
     config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
-                           odometry=args.odometry)
+                           odometry=args.odometry, loop_closure=args.loops)
     bridge = MappingBridge(label_space, config)
     observer = _observer(args, bridge, label_space)
     t0 = time.perf_counter()
@@ -181,6 +183,10 @@ def _run(args) -> int:
         "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,
         "ate_sim3_rmse_m": None, "ate_sim3_scale": None, "rpe_1s_trans_m": None, "rpe_1s_rot_deg": None,
     }
+    if bridge.loops is not None:
+        metrics["loops"] = {"accepted": len(bridge.loops.corrections), "rejected": bridge.loops.rejected,
+                            "keyframes": len(bridge.loops.graph), "seconds": bridge.loop_seconds,
+                            "correction_s": [c.seconds for c in bridge.loops.corrections]}
     if run["gt"] is not None and run["frames"] >= 3:
         gt, est = run["gt"], bridge.trajectory()
         try:

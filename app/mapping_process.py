@@ -43,6 +43,7 @@ class MapUpdate:
     total_triangles: int = 0
     extract_ms: float = 0.0
     frames: int = 0
+    loop_lines: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3), np.float32))  # accepted loops
 
     @property
     def positions(self) -> np.ndarray:
@@ -70,7 +71,7 @@ def make_update(snap, frames: int, extract_ms: float) -> MapUpdate:
         rgb_colors=snap.rgb_colors[keep], timestamps=np.asarray(snap.timestamps),
         poses=np.asarray(snap.trajectory).reshape(-1, 4, 4), tracking_ok=np.asarray(snap.tracking_ok),
         objects=object_boxes(snap.objects), total_vertices=len(v), total_triangles=len(t),
-        extract_ms=extract_ms, frames=frames)
+        extract_ms=extract_ms, frames=frames, loop_lines=np.asarray(snap.loop_lines, np.float32))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -66,6 +66,7 @@ class ViewerOptions:
     odometry: str | None = None  # MappingConfig.odometry: None = by depth source
     rerun: tuple[str, str | None] | None = None  # ("spawn" | "connect" | "save", address or .rrd path)
     tasks: tuple[str, ...] | None = None  # network outputs (--tasks); None: all of the model's
+    loop_closure: bool = False  # MappingConfig.loop_closure
 
 
 def write_png(image: QtGui.QImage, path: str | Path) -> Path:
@@ -380,10 +381,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def _mapping_config(self):
         from mapping.bridge import MappingConfig
 
-        odometry = self.options.odometry
+        odometry, loops = self.options.odometry, self.options.loop_closure
         if self.predictor is None:
-            return MappingConfig(depth_mode="gt", odometry=odometry)
-        return MappingConfig(depth_mode="pred" if self.depth_source == "pred" else "sensor", odometry=odometry)
+            return MappingConfig(depth_mode="gt", odometry=odometry, loop_closure=loops)
+        return MappingConfig(depth_mode="pred" if self.depth_source == "pred" else "sensor", odometry=odometry,
+                             loop_closure=loops)
 
     def _start_mapping(self) -> None:
         try:
@@ -694,6 +696,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.rerun.log_map(i, t, update.vertices, update.triangles, update.class_colors, update.objects,
                                trajectory=update.positions, ground_truth=gt_positions)
             self.rerun.log_scalars(i, t, ate_m=self.ate)
+        self.map_view.set_loops(update.loop_lines)
 
     def _aligned_ground_truth(self) -> np.ndarray | None:
         """Ground-truth camera centres in the map's frame (SE(3) Umeyama over associated poses); sets ATE."""
@@ -740,6 +743,8 @@ class MainWindow(QtWidgets.QMainWindow):
             m = self.last_map
             s.set("map_size", f"{m.total_vertices:,} vertices, {m.total_triangles:,} triangles, "
                               f"{len(m.objects)} objects")
+        if self.last_map is not None:
+            s.set("loops", str(len(self.last_map.loop_lines)) if self.options.loop_closure else "off")
         s.set("ate", f"{100 * self.ate:.1f} cm over {len(self.est_t)} poses" if self.ate is not None
               else ("no ground truth" if not self.gt_t else "-"))
 

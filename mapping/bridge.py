@@ -66,6 +66,7 @@ class MappingConfig:
     min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
     semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
     keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
+    loop_closure: bool = False  # keyframes -> place recognition -> pose graph -> map rebuilt (mapping.loops)
 
     def __post_init__(self) -> None:
         if self.depth_mode not in ("sensor", "gt", "pred"):
@@ -120,6 +121,7 @@ class MapSnapshot:
     trajectory: np.ndarray  # (N,4,4)
     tracking_ok: np.ndarray  # (N,) bool
     objects: list = field(default_factory=list)  # mapping.scene_graph.ObjectNode
+    loop_lines: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))  # (L,2,3) accepted loop closures
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Keyframe:
     depth: np.ndarray
     K: np.ndarray
     pose: np.ndarray
+    loop_index: int = -1  # its keyframe in the loop closer's pose graph (-1: none)
 
 
 class MappingBridge:
@@ -154,7 +157,9 @@ class MappingBridge:
         self._velocity = np.eye(4)  # last good frame-to-frame motion (constant-velocity prediction)
         self._render_pose = np.eye(4)  # where the current ray-cast was rendered
         self.keyframes: list[Keyframe] = []
+        self.loops = None  # mapping.loops.LoopCloser when config.loop_closure
         self.failures = 0
+        self.loop_seconds = 0.0  # place recognition, optimisation and map rebuilds, in total
         self.timing_totals = {s: 0.0 for s in STAGES}
         self.frames = 0
 
@@ -182,6 +187,10 @@ class MappingBridge:
             self._tracker = Tracker(frame.K, frame.size, start, cfg)
             self._semantics = SemanticVoxels(self._tracker.voxel_size, self.label_space.num_classes)
             self._last_pose = np.asarray(start, np.float64)
+            if cfg.loop_closure:  # with pose priors too: they are then odometry, and loops correct them
+                from mapping.loops import LoopCloser
+
+                self.loops = LoopCloser(frame.K, frame.size)
         tracker = self._tracker
         if frame.size != (tracker.height, tracker.width) or not np.allclose(frame.K, tracker.K):
             raise InterfaceError(f"frame size/intrinsics changed mid-sequence ({frame.size} vs "
@@ -200,9 +209,11 @@ class MappingBridge:
         if cfg.sparse_odometry:
             t0 = time.perf_counter()
             ok, message, pose, scale, keyframe = self._sparse_step(frame, depth)
+            if self.loops is not None:  # the odometry's pose, moved into the loop-corrected map
+                pose = self.loops.correction @ pose
             times["odometry"] += time.perf_counter() - t0
         elif cfg.use_pose_prior:
-            pose = frame.pose_prior
+            pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
             if align and tracker.integrated_frames:
                 t0 = time.perf_counter()
                 tracker.synthesize(pose)
@@ -259,6 +270,9 @@ class MappingBridge:
                 self._log_scales.append(float(np.log(scale)))
             if (tracker.integrated_frames - 1) % cfg.keyframe_every == 0:
                 self._add_keyframe(depth, frame.K, pose)
+                if self.loops is not None:
+                    pose = self._loop_keyframe(frame, depth, pose)
+                    tracker = self._tracker
             pose = np.asarray(pose, np.float64)
             if tracker.integrated_frames > 1 and not cfg.use_pose_prior:
                 self._velocity = np.linalg.inv(self._last_pose) @ pose
@@ -273,6 +287,8 @@ class MappingBridge:
                 times["raycast"] += time.perf_counter() - t0
         else:
             self.failures += 1
+        if self.loops is not None:
+            self.loops.record_frame(pose)
         self._timestamps.append(frame.timestamp)
         self._poses.append(np.asarray(pose, np.float64).copy())
         self._ok.append(ok)
@@ -340,6 +356,32 @@ class MappingBridge:
         weights = confidence_weight(conf, self.label_space.num_classes, len(z))
         self._semantics.fuse(pts, labels[valid], weights)
 
+    def _loop_keyframe(self, frame: PerceptionFrame, depth: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """Hand a keyframe to the loop closer; after an accepted loop, rebuild the map at the corrected poses and
+        return this frame's pose in the corrected map (else ``pose`` unchanged)."""
+        loops = self.loops
+        before = loops.correction
+        t0 = time.perf_counter()
+        edge = loops.add_keyframe(frame.timestamp, frame.rgb, depth, frame.labels, frame.confidence, frame.K, pose)
+        self.keyframes[-1].loop_index = len(loops.graph) - 1
+        if edge is None:
+            self.loop_seconds += time.perf_counter() - t0
+            return pose
+        jump = loops.correction @ np.linalg.inv(before)
+        if loops.displacement() > self.voxel_size:  # else the map stays: no keyframe moved by a voxel
+            counted = self._tracker.integrated_frames
+            self._tracker, self._semantics = loops.rebuild(self.config, self.label_space.num_classes,
+                                                           self.voxel_size, frame.K, frame.size)
+            self._tracker.integrated_frames = counted  # keeps the keyframe schedule
+        for kf in self.keyframes:
+            if kf.loop_index >= 0:
+                kf.pose = loops.graph.optimized[kf.loop_index].copy()
+        self._last_pose = jump @ self._last_pose
+        seconds = time.perf_counter() - t0
+        self.loop_seconds += seconds
+        loops.note(edge, seconds)
+        return jump @ pose
+
     def _add_keyframe(self, depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> None:
         step = max(1, depth.shape[1] // 80)
         Ks = K.copy()
@@ -353,6 +395,8 @@ class MappingBridge:
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(timestamps (N,), metric camera-to-world poses (N,4,4))."""
         poses = np.array(self._poses).reshape(-1, 4, 4)
+        if self.loops is not None:  # every frame moved with its keyframe's correction
+            poses = self.loops.trajectory()
         return np.array(self._timestamps, np.float64), poses
 
     def semantic_voxels(self) -> tuple[np.ndarray, np.ndarray]:
@@ -373,8 +417,9 @@ class MappingBridge:
         vertices, triangles, rgb = self._tracker.extract_mesh()
         classes = self._semantics.classify(vertices)
         objects = extract_objects(vertices, triangles, classes, self.label_space) if with_objects else []
+        lines = self.loops.loop_lines() if self.loops is not None else np.zeros((0, 2, 3))
         return MapSnapshot(vertices, triangles, self.class_colors(classes), rgb, classes,
-                           times, poses, np.array(self._ok, bool), objects)
+                           times, poses, np.array(self._ok, bool), objects, lines)
 
     def class_colors(self, classes: np.ndarray) -> np.ndarray:
         lut = np.full((256, 3), 128, np.uint8)
@@ -419,6 +464,8 @@ class MappingBridge:
             if len(snap.timestamps):
                 write_tum(out / "trajectory.tum", snap.timestamps, snap.trajectory, batch)
                 write_hydra_csv(out / "trajectory.csv", snap.timestamps, snap.trajectory, batch)
+            if self.loops is not None and len(self.loops.graph):
+                self.loops.graph.write_g2o(out / "pose_graph.g2o", batch)
             graph.write(out, self.label_space, batch)
             write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space, batch)
             written = batch.commit()
@@ -429,7 +476,7 @@ class MappingBridge:
 
 
 EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
-                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv")
+                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv", "pose_graph.g2o")
 
 
 def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:

@@ -20,6 +20,7 @@ EST_COLOR = (1.0, 0.55, 0.0, 1.0)  # estimated trajectory: orange
 GT_COLOR = (0.1, 0.9, 0.3, 1.0)  # ground truth: green
 FRUSTUM_COLOR = (1.0, 1.0, 0.2, 1.0)
 BOX_COLOR = (0.9, 0.9, 0.9, 0.9)
+LOOP_COLOR = (1.0, 0.2, 0.8, 1.0)  # loop closures: magenta lines between the two keyframes
 BACKGROUND = (25, 25, 30, 255)
 
 # 12 box edges over the 8 corners indexed by bits (x, y, z)
@@ -108,7 +109,8 @@ class MapView(QtWidgets.QWidget):
         self._gt = gl.GLLinePlotItem(color=GT_COLOR, width=2.0, antialias=False)
         self._frustum = gl.GLLinePlotItem(color=FRUSTUM_COLOR, width=1.5, mode="lines", antialias=False)
         self._boxes = gl.GLLinePlotItem(color=BOX_COLOR, width=1.0, mode="lines", antialias=False)
-        for item in (self._est, self._gt, self._frustum, self._boxes):
+        self._loops = gl.GLLinePlotItem(color=LOOP_COLOR, width=2.0, mode="lines", antialias=False)
+        for item in (self._est, self._gt, self._frustum, self._boxes, self._loops):
             item.setGLOptions("opaque")
             item.hide()
             self.gl.addItem(item)
@@ -176,7 +178,7 @@ class MapView(QtWidgets.QWidget):
         self._geometry = None
         self.num_points = 0
         self._draw_geometry()
-        for item in (self._est, self._gt, self._frustum, self._boxes):
+        for item in (self._est, self._gt, self._frustum, self._boxes, self._loops):
             item.hide()
         self.set_objects([])
         self._fitted_diag = 0.0
@@ -201,6 +203,14 @@ class MapView(QtWidgets.QWidget):
             else:
                 item.setData(pos=self._tf(pts))
                 item.show()
+
+    def set_loops(self, lines: np.ndarray) -> None:
+        """Loop closures as (L,2,3) world segments between the two keyframes of each."""
+        if lines is None or len(lines) == 0:
+            self._loops.hide()
+            return
+        self._loops.setData(pos=self._tf(np.asarray(lines, np.float64).reshape(-1, 3)))
+        self._loops.show()
 
     def set_camera(self, pose: np.ndarray | None, K: np.ndarray | None = None, size=(240, 320)) -> None:
         if pose is None or K is None:

@@ -14,6 +14,7 @@ ROWS = (
     ("odometry", "odometry"),
     ("map_size", "map size"),
     ("ate", "ATE RMSE (live)"),
+    ("loops", "loop closures"),
 )
 
 

@@ -12,13 +12,15 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=300, help="number of frames at 30 Hz (default 300)")
     p.add_argument("--height", type=int, default=240, help="image height (default 240)")
     p.add_argument("--width", type=int, default=320, help="image width (default 320)")
+    p.add_argument("--revisit", action="store_true", help="the walk comes back to where it started (loop closures)")
     args = p.parse_args(argv)
     if args.frames < 1 or args.height < 8 or args.width < 8:
         p.error("--frames must be >= 1 and --height/--width >= 8")
     from m2hmx.data.synthetic import write_scene
 
     try:
-        out = write_scene(args.out, seed=args.seed, frames=args.frames, height=args.height, width=args.width)
+        out = write_scene(args.out, seed=args.seed, frames=args.frames, height=args.height, width=args.width,
+                          revisit=args.revisit)
     except OSError as e:
         print(f"m2hmx-synth: error: {e.filename or args.out}: {e.strerror}", file=sys.stderr)
         return 1

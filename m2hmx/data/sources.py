@@ -3,6 +3,7 @@
 Specs ``open_source`` understands (first match wins):
 
 - ``synthetic`` or ``synthetic:SEED`` -> a rendered synthetic walkthrough (300 frames, 240x320);
+  ``synthetic:SEED?revisit`` -> a 450-frame walk that comes back to where it started;
 - an existing path: ``*.sens`` (ScanNet), ``*.bag`` (RealSense, needs pyrealsense2), ``*.mat`` (NYUv2
   labelled), a video file, or a folder:
   TUM RGB-D (``rgb.txt`` + ``depth.txt``), ScanNet export (``color/`` + ``depth/``), 7-Scenes
@@ -20,6 +21,8 @@ from typing import Iterator, Protocol, runtime_checkable
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
+
+REVISIT_FRAMES = 450  # a revisit walk's length (issue 21: revisit paths of about 450 frames)
 
 
 @runtime_checkable
@@ -115,9 +118,13 @@ def open_source(spec: str, data_root: str | None = None, label_tsv: str | None =
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from m2hmx.data.synthetic import SyntheticSource
 
-        seed = spec.partition(":")[2] or "0"
+        seed, _, option = (spec.partition(":")[2] or "0").partition("?")
         if not seed.isdigit():
             raise DatasetError(spec, "synthetic seed must be a non-negative integer (synthetic:SEED)")
+        if option not in ("", "revisit"):
+            raise DatasetError(spec, f"unknown synthetic option '{option}' (synthetic:SEED?revisit)")
+        if option == "revisit":
+            return SyntheticSource(seed=int(seed), frames=REVISIT_FRAMES, revisit=True)
         return SyntheticSource(seed=int(seed))
     path = Path(spec).expanduser()
     if not path.exists() and data_root and (Path(data_root) / spec).exists():

@@ -523,12 +523,13 @@ def make_trajectory(scene: Scene, frames: int, seed: int) -> np.ndarray:
     return make_path(scene, frames, seed).frame_poses
 
 
-def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
+def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> CameraPath:
     """A smooth hand-held walk through free floor space, as a ``CameraPath`` through its frame poses.
 
     Positions follow a cubic spline through random free waypoints at 1.2-1.7 m height, sampled at a
     constant walking speed (0.25-0.4 m/s at 30 Hz, about 1 cm per frame); the view direction follows
-    a spline through yaw/pitch angles that look at furniture; small roll and shake are added.
+    a spline through yaw/pitch angles that look at furniture; small roll and shake are added. With
+    ``revisit`` the walk comes back to where it started (see ``_revisit``).
     """
     from scipy.interpolate import CubicSpline
 
@@ -560,7 +561,7 @@ def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
     need = frames * speed / FPS + 1.0
     pts = [cell_xy(cells[rng.integers(len(cells))])]
     length = 0.0
-    while length < need:
+    while length + (_return_length(pts) if revisit else 0.0) < need:
         best = None
         for _ in range(40):
             cand = cell_xy(cells[rng.integers(len(cells))])
@@ -574,6 +575,12 @@ def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
                 continue
         length += float(np.linalg.norm(best - pts[-1]))
         pts.append(best)
+    if revisit and not segment_ok(pts[-1], pts[0]):  # a detour through a free cell that sees both ends
+        for _ in range(200):
+            via = cell_xy(cells[rng.integers(len(cells))])
+            if segment_ok(pts[-1], via) and segment_ok(via, pts[0]):
+                pts.append(via)
+                break
     xy = np.array(pts)
     z = rng.uniform(1.2, 1.7, len(xy))
     P = np.column_stack([xy, z])
@@ -595,12 +602,18 @@ def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
             yaw = yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -2.0, 2.0)
         yaws.append(yaw)
         pitches.append(float(np.clip(math.atan2(v[2], np.linalg.norm(v[:2])), -0.6, 0.25)))
+    if revisit:
+        P, yaws, pitches = _revisit(P, yaws, pitches)
+        chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
+        spline = CubicSpline(chord, P, bc_type="natural")
     ang = CubicSpline(chord, np.column_stack([yaws, pitches]), bc_type="natural")
 
     # constant-speed resampling by arc length
     dense = np.linspace(0, chord[-1], max(len(P) * 200, 2000))
     dp = np.linalg.norm(np.diff(spline(dense), axis=0), axis=1)
     arc = np.concatenate([[0], np.cumsum(dp)])
+    if revisit:  # the frames cover the whole walk, back to the start and along the first segment again
+        speed = arc[-1] * FPS / max(frames - 1, 1)
     s = np.minimum(np.arange(frames) * speed / FPS, arc[-1])
     u = np.interp(s, arc, dense)
 
@@ -627,6 +640,24 @@ def make_path(scene: Scene, frames: int, seed: int) -> CameraPath:
         poses[i, 3, 3] = 1.0
     angles = np.column_stack([yp[:, 0], np.clip(yp[:, 1], -0.7, 0.3), roll])
     return CameraPath(t_sec, pos, angles, poses)
+
+
+def _return_length(pts: list) -> float:
+    """Length of the way back in a revisit walk: to the first waypoint, then along the first segment again."""
+    if len(pts) < 2:
+        return 0.0
+    return float(np.linalg.norm(pts[-1] - pts[0]) + np.linalg.norm(pts[1] - pts[0]))
+
+
+def _revisit(P: np.ndarray, yaws: list, pitches: list):
+    """Close a walk into a loop: append its first two waypoints with their view angles (yaw unwrapped to the
+    nearest turn), so the camera comes back to its start and walks the first segment again looking the same way."""
+    P = np.vstack([P, P[:2]])
+    yaws, pitches = list(yaws), list(pitches)
+    for k in (0, 1):
+        yaws.append(yaws[k] + 2 * math.pi * round((yaws[-1] - yaws[k]) / (2 * math.pi)))
+        pitches.append(pitches[k])
+    return P, yaws, pitches
 
 
 class CameraPath:
@@ -889,16 +920,16 @@ class Renderer:
 class SyntheticSource:
     """A FrameSource that renders a seeded room walkthrough on the fly, with all ground truth."""
 
-    def __init__(self, seed: int = 0, frames: int = 300, height: int = 240, width: int = 320):
+    def __init__(self, seed: int = 0, frames: int = 300, height: int = 240, width: int = 320, revisit: bool = False):
         if frames < 1 or height < 8 or width < 8:
             raise ValueError("frames must be >= 1 and the image at least 8x8")
         self.seed, self.num_frames, self.height, self.width = seed, frames, height, width
         self.scene = make_scene(seed)
         self.K = default_intrinsics(height, width)
-        self.path = make_path(self.scene, frames, seed)
+        self.path = make_path(self.scene, frames, seed, revisit=revisit)
         self.poses = self.path.frame_poses
         self.imu = self.path.imu(D435I, seed=seed)  # the whole stream; each frame carries its slice
-        self.name = f"synthetic-{seed}"
+        self.name = f"synthetic-{seed}" + ("-revisit" if revisit else "")
         self.label_space = self.scene.label_space
         self._renderer: Renderer | None = None
 
@@ -977,7 +1008,7 @@ def _mat_text(M: np.ndarray) -> str:
 
 
 def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, width: int = 320,
-                progress: bool = True) -> Path:
+                progress: bool = True, revisit: bool = False) -> Path:
     """Render a walkthrough and write it in the ScanNet export layout; returns the folder.
 
     Layout: ``color/N.jpg`` (JPEG quality 95), ``depth/N.png`` (uint16 mm), ``label/N.png`` (uint8
@@ -993,7 +1024,7 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
     from tqdm import tqdm
 
     out = Path(out_dir)
-    src = SyntheticSource(seed=seed, frames=frames, height=height, width=width)
+    src = SyntheticSource(seed=seed, frames=frames, height=height, width=width, revisit=revisit)
     for sub in ("color", "depth", "label", "normal", "pose", "intrinsic"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     K4 = np.eye(4)

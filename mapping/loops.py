@@ -1,0 +1,108 @@
+"""Loop closure for the mapping bridge: place recognition -> pose graph -> corrected poses -> a rebuilt map.
+
+The bridge hands every keyframe to ``LoopCloser.add_keyframe`` and every frame's pose to ``record_frame``. Poses
+the bridge works in are "map" poses: after a correction the tracker continues in the corrected frame. The loop
+closer keeps each pose in the odometry frame it had before any correction (map pose moved back by the correction
+that was in force), so the pose graph's odometry edges stay the odometry's own. A loop edge accepted by the
+robust optimiser triggers a rebuild of the TSDF and class evidence from the stored keyframes at their corrected
+poses (``mapping.keyframe_store``); frames between keyframes move with the keyframe before them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mapping.keyframe_store import KeyframeStore
+from mapping.places import PlaceConfig, PlaceRecognizer
+from mapping.pose_graph import LoopEdge, PoseGraph, PoseGraphConfig, interpolate_frames
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    places: PlaceConfig = field(default_factory=PlaceConfig)
+    graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
+
+
+@dataclass
+class Correction:
+    edge: LoopEdge
+    seconds: float  # optimisation + map rebuild
+    keyframes: int
+
+
+class LoopCloser:
+    def __init__(self, K: np.ndarray, size: tuple[int, int], config: LoopConfig | None = None):
+        self.config = config or LoopConfig()
+        self.places = PlaceRecognizer(K, size, self.config.places)
+        self.graph = PoseGraph(self.config.graph)
+        self.store = KeyframeStore()
+        self.correction = np.eye(4)  # map pose = correction @ odometry pose, for the latest keyframe
+        self._frames: list[np.ndarray] = []  # per frame: odometry pose
+        self._anchor: list[int] = []  # per frame: latest keyframe at or before it (-1 before the first)
+        self.built: list[np.ndarray] = []  # per keyframe: the pose the current map has it integrated at
+        self.corrections: list[Correction] = []
+        self.rejected = 0  # verified loops the robust optimiser switched off
+
+    def to_odometry(self, map_pose: np.ndarray) -> np.ndarray:
+        return np.linalg.inv(self.correction) @ np.asarray(map_pose, np.float64)
+
+    def record_frame(self, map_pose: np.ndarray) -> None:
+        self._frames.append(self.to_odometry(map_pose))
+        self._anchor.append(len(self.graph) - 1)
+
+    def add_keyframe(self, timestamp: float, rgb: np.ndarray, depth: np.ndarray, labels: np.ndarray,
+                     confidence: np.ndarray | None, K: np.ndarray, map_pose: np.ndarray) -> LoopEdge | None:
+        """Store a keyframe (call before ``record_frame`` of the same frame); returns a loop edge that the
+        optimiser accepted (the caller then rebuilds its map with ``rebuild``), else None."""
+        index = self.graph.add_keyframe(self.to_odometry(map_pose))
+        self.built.append(np.array(map_pose, np.float64))
+        self.store.add(timestamp, rgb, depth, labels, confidence, K)
+        kf = self.places.describe(index, rgb, depth)
+        edge = self.places.query(kf, depth)
+        self.places.add(kf)
+        if edge is None:
+            return None
+        self.graph.add_loop(edge)
+        self.graph.optimize()
+        if not self.graph.accepted[-1]:
+            self.rejected += 1
+            return None
+        self.correction = self.graph.correction(index)
+        return edge
+
+    def displacement(self) -> float:
+        """Largest move (m) of a keyframe between the map as built and the optimised poses: translation plus
+        the rotation's arc at 1 m (the typical distance of what a keyframe sees)."""
+        worst = 0.0
+        for opt, built in zip(self.graph.optimized, self.built):
+            d = np.linalg.inv(built) @ opt
+            angle = np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))
+            worst = max(worst, float(np.linalg.norm(opt[:3, 3] - built[:3, 3]) + angle))
+        return worst
+
+    def rebuild(self, config, num_classes: int, voxel_size: float, K: np.ndarray, size: tuple[int, int]):
+        """(tracker, semantics) rebuilt from the keyframes at their optimised poses (``KeyframeStore.reintegrate``)."""
+        out = self.store.reintegrate(self.graph.optimized, config, num_classes, voxel_size, K=K, size=size)
+        self.built = [p.copy() for p in self.graph.optimized]
+        return out
+
+    def trajectory(self) -> np.ndarray:
+        """(N,4,4) every recorded frame's pose after the latest optimisation."""
+        if not self._frames:
+            return np.zeros((0, 4, 4))
+        return interpolate_frames(np.array(self._frames), np.array(self._anchor), self.graph)
+
+    def loop_lines(self) -> np.ndarray:
+        """(L,2,3) the two keyframe positions of each accepted loop, at their optimised poses."""
+        lines = [[self.graph.optimized[e.i][:3, 3], self.graph.optimized[e.j][:3, 3]]
+                 for e, ok in zip(self.graph.loops, self.graph.accepted) if ok]
+        return np.array(lines, np.float64).reshape(-1, 2, 3)
+
+    def note(self, edge: LoopEdge, seconds: float) -> None:
+        self.corrections.append(Correction(edge, seconds, len(self.graph)))
+
+    @staticmethod
+    def clock() -> float:
+        return time.perf_counter()
