@@ -476,7 +476,8 @@ class MappingBridge:
 
 
 EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
-                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv", "pose_graph.g2o")
+                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv",
+                "pose_graph.g2o")
 
 
 def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:
