@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
+from m2hmx.cli.args import positive_int
 from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 
 EPILOG = """\
@@ -47,13 +48,6 @@ def _size(text: str) -> tuple[int, int]:
     if h < 32 or w < 32:
         raise argparse.ArgumentTypeError(f"size {text} is too small (at least 32x32)")
     return h, w
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -115,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "edge panels say off (default: all of the model's heads)")
     model.add_argument("--loop-closure", action="store_true",
                        help="close loops: place recognition, pose graph, map rebuilt at the corrected poses")
-    model.add_argument("--torch-threads", type=_positive_int, default=1, metavar="N",
+    model.add_argument("--torch-threads", type=positive_int, default=1, metavar="N",
                        help="torch threads for perception; mapping and the GUI need the other cores (1)")
 
     run = p.add_argument_group("run and output")
     run.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
                      help="processing size frames are resized to (240x320)")
-    run.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop reading the source after N frames")
-    run.add_argument("--loop", type=_positive_int, metavar="N",
+    run.add_argument("--max-frames", type=positive_int, metavar="N", help="stop reading the source after N frames")
+    run.add_argument("--loop", type=positive_int, metavar="N",
                      help="play a finite source back and forth for N frames (soak tests)")
     run.add_argument("--output-dir", default="m2hmx-output", metavar="DIR",
                      help="where S / E put screenshots and map exports (./m2hmx-output)")

@@ -15,19 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
+from m2hmx.cli.args import positive_int
 
 
 VOXEL_RANGE = (0.002, 0.5)  # metres: below 2 mm a room's TSDF exhausts memory, above 0.5 m nothing is left of it
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _voxel_size(text: str) -> float:
@@ -74,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
                    help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
                         "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
-    p.add_argument("--max-frames", type=_at_least_one, default=None)
-    p.add_argument("--stride", type=_at_least_one, default=1, help="use every K-th frame")
+    p.add_argument("--max-frames", type=positive_int, default=None)
+    p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                    help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU); "

@@ -5,16 +5,7 @@ import argparse
 import sys
 
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from m2hmx.cli.args import positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="source specs for m2hmx.data.sources.open_source (scene folder, .sens, NYUDv2 .mat, "
                         "synthetic:SEED, ...); several are evaluated as one test set, e.g. synthetic:{100000..100019}")
     parser.add_argument("--data-root", default=None, help="root for short specs like scannet/scene0011")
-    parser.add_argument("--max-frames", type=_at_least_one, default=None,
+    parser.add_argument("--max-frames", type=positive_int, default=None,
                         help="evaluate at most this many frames of each")
-    parser.add_argument("--stride", type=_at_least_one, default=1, help="use every N-th frame")
+    parser.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame")
     parser.add_argument("--min-depth", type=float, default=None, help="depth range (default: the model's)")
     parser.add_argument("--max-depth", type=float, default=None)
     parser.add_argument("--device", default="cpu")
