@@ -469,15 +469,15 @@ class MappingBridge:
             graph.write(out, self.label_space, batch)
             write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", self.label_space, batch)
             written = batch.commit()
-        for name in EXPORT_FILES:
+        for name in (*EXPORT_FILES, *LOOP_EXPORT_FILES):
             if out / name not in written:
                 (out / name).unlink(missing_ok=True)  # a previous run's file this map has no content for
         return written
 
 
 EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
-                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv",
-                "pose_graph.g2o")
+                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv")
+LOOP_EXPORT_FILES = ("pose_graph.g2o",)  # written as well when loop closure is on
 
 
 def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:

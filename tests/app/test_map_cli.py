@@ -38,9 +38,10 @@ def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_p
 
 def test_odometry_choices_are_the_trackers_methods():
     from app.pipeline import ODOMETRY_CHOICES
+    from mapping.odometry import ODOMETRY_MODES
     from mapping.tracking import ODOMETRY_METHODS
 
-    assert ODOMETRY_CHOICES == tuple(ODOMETRY_METHODS)
+    assert sorted(ODOMETRY_CHOICES) == sorted((*ODOMETRY_METHODS, *ODOMETRY_MODES))
 
 
 def test_map_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
