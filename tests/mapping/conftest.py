@@ -1,7 +1,21 @@
 """Shared small synthetic sequences for the mapping tests (rendered once per session)."""
+import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from m2hmx.data.synthetic import SyntheticSource
+
+
+def drifted(poses, yaw_deg: float, translation_scale: float) -> np.ndarray:
+    """Odometry with a constant per-step bias: ``yaw_deg`` of yaw and translation times ``translation_scale``."""
+    bias = np.eye(4)
+    bias[:3, :3] = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
+    out = [poses[0]]
+    for a, b in zip(poses[:-1], poses[1:]):
+        rel = np.linalg.inv(a) @ b
+        rel[:3, 3] *= translation_scale
+        out.append(out[-1] @ rel @ bias)
+    return np.array(out)
 
 
 @pytest.fixture(scope="session")

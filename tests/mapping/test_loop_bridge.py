@@ -1,32 +1,20 @@
 """The bridge with loop closure: drifting odometry on a revisit walk is corrected, the map rebuilt, the graph exported."""
 import gtsam
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from m2hmx.data.sources import open_source
 from mapping.bridge import MappingBridge, MappingConfig
 from mapping.interface import PerceptionFrame
+from tests.mapping.conftest import drifted
 
 STRIDE = 9  # every 9th frame of the 450-frame walk (about 0.15 m apart): 50 frames, a keyframe every 2
-
-
-def _drifted(poses):
-    """Odometry with 0.3 deg of yaw bias and 2 % too much translation per step."""
-    bias = np.eye(4)
-    bias[:3, :3] = Rotation.from_euler("y", 0.3, degrees=True).as_matrix()
-    out = [poses[0]]
-    for a, b in zip(poses[:-1], poses[1:]):
-        rel = np.linalg.inv(a) @ b
-        rel[:3, 3] *= 1.02
-        out.append(out[-1] @ rel @ bias)
-    return out
 
 
 def test_revisit_with_drift_is_corrected_and_exported(tmp_path):
     src = open_source("synthetic:200000?revisit")
     idx = list(range(0, len(src), STRIDE))
     truth = src.poses[idx]
-    odometry = _drifted(truth)
+    odometry = drifted(truth, yaw_deg=0.3, translation_scale=1.02)
     bridge = MappingBridge(src.label_space, MappingConfig(depth_mode="gt", use_pose_prior=True, loop_closure=True,
                                                           keyframe_every=2))
     for k, i in enumerate(idx):

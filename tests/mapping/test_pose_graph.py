@@ -6,6 +6,12 @@ from gtsam.symbol_shorthand import X
 from scipy.spatial.transform import Rotation
 
 from mapping.pose_graph import LoopEdge, PoseGraph, interpolate_frames
+from tests.mapping.conftest import drifted
+
+
+def _drifted(truth):
+    """Odometry with 0.4 deg of yaw and 3 % too much translation per step."""
+    return drifted(truth, yaw_deg=0.4, translation_scale=1.03)
 
 
 def _circle(n=40, radius=1.5):
@@ -19,16 +25,6 @@ def _circle(n=40, radius=1.5):
     return np.array(poses)
 
 
-def _drifted(truth):
-    """Odometry with a constant per-step bias: 0.4 deg of yaw and 3 % too much translation."""
-    bias = np.eye(4)
-    bias[:3, :3] = Rotation.from_euler("y", 0.4, degrees=True).as_matrix()
-    out = [truth[0]]
-    for a, b in zip(truth[:-1], truth[1:]):
-        rel = np.linalg.inv(a) @ b
-        rel[:3, 3] *= 1.03
-        out.append(out[-1] @ rel @ bias)
-    return np.array(out)
 
 
 def _ate(poses, truth):
