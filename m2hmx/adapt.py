@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from m2hmx.data.frame import Frame
+from mapping.atomic import atomic_write_bytes, atomic_write_text
 
 WORK_LONG_SIDE = 1.5  # frames are kept at this multiple of the network's long side: room for the 1.5x zoom
 
@@ -293,8 +294,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
                 result.holdout_frames), "steps": steps, "minutes": config.minutes, "log_vars": log_vars,
             "holdout_before": before, "holdout_after": after, "label_agreement": agreement})
         log = out.with_name(out.stem + ".train_log.csv")
-        shutil.copyfile(work / "log.csv", log.with_name(f".{log.name}.tmp"))
-        os.replace(log.with_name(f".{log.name}.tmp"), log)
+        atomic_write_bytes(log, (work / "log.csv").read_bytes())
         result.wall_s = time.perf_counter() - t0
         _write_card(result, config, checkpoint, recording or source.name, held, net_config)
         result.wall_s = time.perf_counter() - t0
@@ -359,9 +359,7 @@ def _write_card(result: AdaptResult, config: AdaptConfig, checkpoint, recording:
         "The recording's own frames say how well the model now fits this place, not how it does elsewhere.",
         "",
     ]
-    tmp = result.card.with_name(f".{result.card.name}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, result.card)
+    atomic_write_text(result.card, "\n".join(lines))
 
 
 def describe(result: AdaptResult) -> str:

@@ -51,7 +51,8 @@ class MappingConfig:
     # full size, while a photometric residual sees a depth error only through the parallax of the
     # frame-to-frame motion (small at 30 Hz), so the hybrid fit tracks predicted depth better; on exact depth
     # point-to-plane alone is more accurate (benchmarks/RESULTS.md, "Odometry for predicted depth"). The sparse
-    # odometry measures worse than these so far ("Sparse keyframe odometry" there, docs/design/odometry.md).
+    # odometry measures worse on exact and sensor depth; on predicted depth it beats hybrid in four held-out rooms
+    # of five but loses one for good, so it is not a default yet (RESULTS.md, docs/design/odometry.md).
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this

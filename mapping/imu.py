@@ -8,12 +8,12 @@ coordinates into the IMU frame (GTSAM's ``body_P_sensor`` with the camera as the
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mapping.atomic import atomic_write_text
 from mapping.interface import InterfaceError
 
 MAX_GYRO = 35.0  # rad/s (2000 deg/s, the widest range of consumer MEMS gyroscopes)
@@ -244,7 +244,7 @@ def write_euroc_csv(path, samples: ImuSamples, noise: ImuNoise | None = None) ->
     ns = np.round(samples.t * 1e9).astype(np.int64)
     rows = [EUROC_HEADER] + [f"{n}," + ",".join(repr(float(x)) for x in (*g, *a))
                              for n, g, a in zip(ns, samples.gyro, samples.accel)]
-    _atomic_write(path, "\n".join(rows) + "\n")
+    atomic_write_text(path, "\n".join(rows) + "\n")
     imu_yaml = ["sensor_type: imu", "comment: written by m2hmx (mapping.imu.write_euroc_csv)",
                 _t_bs_yaml(np.eye(4))]
     if noise is not None:
@@ -252,10 +252,10 @@ def write_euroc_csv(path, samples: ImuSamples, noise: ImuNoise | None = None) ->
                      f"gyroscope_random_walk: {noise.gyro_bias_walk!r}",
                      f"accelerometer_noise_density: {noise.accel_noise_density!r}",
                      f"accelerometer_random_walk: {noise.accel_bias_walk!r}"]
-    _atomic_write(path.parent / "sensor.yaml", "\n".join(imu_yaml) + "\n")
+    atomic_write_text(path.parent / "sensor.yaml", "\n".join(imu_yaml) + "\n")
     cam = path.parent.parent / "cam0"
     cam.mkdir(exist_ok=True)
-    _atomic_write(cam / "sensor.yaml", "\n".join(["sensor_type: camera", "comment: T_BS is the camera's pose in the "
+    atomic_write_text(cam / "sensor.yaml", "\n".join(["sensor_type: camera", "comment: T_BS is the camera's pose in the "
                                                   "IMU (body) frame", _t_bs_yaml(samples.body_T_cam)]) + "\n")
 
 
@@ -299,11 +299,6 @@ def read_sensor_yaml_T_BS(path) -> np.ndarray:
 def _t_bs_yaml(T: np.ndarray) -> str:
     return "T_BS:\n  cols: 4\n  rows: 4\n  data: [" + ", ".join(repr(float(x)) for x in np.asarray(T).ravel()) + "]"
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------- preintegration

@@ -27,6 +27,7 @@ from m2hmx.data.frame import Frame
 from m2hmx.data.splits import FIRST_RESERVED_SEED
 from m2hmx.data.transforms import encode_normals, semantic_edges
 from m2hmx.labels import LabelSpace, load_label_space
+from mapping.atomic import atomic_write_bytes
 from mapping.imu import D435I, write_euroc_csv
 
 FPS = 30.0
@@ -988,12 +989,6 @@ class SyntheticSource:
 # --------------------------------------------------------------------------------------------
 # Writing the ScanNet export layout
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    from mapping.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-
-
 def _encode(ext: str, img: np.ndarray, params=()) -> bytes:
     import cv2
 
@@ -1031,16 +1026,16 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
     K4[:3, :3] = src.K
     for name, M in (("intrinsic_color", K4), ("intrinsic_depth", K4), ("extrinsic_color", np.eye(4)),
                     ("extrinsic_depth", np.eye(4))):
-        _atomic_write(out / "intrinsic" / f"{name}.txt", _mat_text(M).encode())
+        atomic_write_bytes(out / "intrinsic" / f"{name}.txt", _mat_text(M).encode())
     tum = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV camera axes)"]
 
     def save(f: Frame) -> None:  # encoding and writing release the GIL: overlap them with rendering
         i = f.index
-        _atomic_write(out / "color" / f"{i}.jpg", _encode(".jpg", f.rgb[:, :, ::-1], (cv2.IMWRITE_JPEG_QUALITY, 95)))
-        _atomic_write(out / "depth" / f"{i}.png", _encode(".png", np.round(f.depth * 1000.0).astype(np.uint16)))
-        _atomic_write(out / "label" / f"{i}.png", _encode(".png", f.labels))
-        _atomic_write(out / "normal" / f"{i}.png", _encode(".png", encode_normals(f.normals)[:, :, ::-1]))
-        _atomic_write(out / "pose" / f"{i}.txt", _mat_text(f.pose).encode())
+        atomic_write_bytes(out / "color" / f"{i}.jpg", _encode(".jpg", f.rgb[:, :, ::-1], (cv2.IMWRITE_JPEG_QUALITY, 95)))
+        atomic_write_bytes(out / "depth" / f"{i}.png", _encode(".png", np.round(f.depth * 1000.0).astype(np.uint16)))
+        atomic_write_bytes(out / "label" / f"{i}.png", _encode(".png", f.labels))
+        atomic_write_bytes(out / "normal" / f"{i}.png", _encode(".png", encode_normals(f.normals)[:, :, ::-1]))
+        atomic_write_bytes(out / "pose" / f"{i}.txt", _mat_text(f.pose).encode())
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         pending = []
@@ -1052,7 +1047,7 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
             tum.append(f"{f.timestamp:.6f} " + " ".join(f"{x:.9f}" for x in (*f.pose[:3, 3], *q)))
         for fut in pending:
             fut.result()
-    _atomic_write(out / "groundtruth.txt", ("\n".join(tum) + "\n").encode())
+    atomic_write_bytes(out / "groundtruth.txt", ("\n".join(tum) + "\n").encode())
     write_euroc_csv(out / "imu0" / "data.csv", src.imu, D435I)
     sc = src.scene
     meta = {
@@ -1064,5 +1059,5 @@ def write_scene(out_dir, seed: int = 0, frames: int = 300, height: int = 240, wi
         "objects": [{"class_id": o.class_id, "name": o.name, "aabb_min": [float(x) for x in o.aabb_min],
                      "aabb_max": [float(x) for x in o.aabb_max]} for o in sc.objects],
     }
-    _atomic_write(out / "scene.json", (json.dumps(meta, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "scene.json", (json.dumps(meta, indent=1) + "\n").encode())
     return out
