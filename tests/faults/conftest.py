@@ -9,6 +9,7 @@ import pytest
 from app.pipeline import to_perception_frame
 from m2hmx.data.synthetic import SyntheticSource
 from mapping.bridge import MappingBridge, MappingConfig
+from tests.app.conftest import demo_options, gl_display, make_window  # noqa: F401  (the viewer fixtures)
 
 
 def build_maps(counts=(6, 12)) -> list[MappingBridge]:
@@ -51,34 +52,9 @@ def tmpfs(folder: Path, size_bytes: int):
 
 
 @pytest.fixture
-def gl_display():
-    import os
-
-    if os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"):
-        pytest.skip("the 3D view needs an X display with OpenGL (install Xvfb: pytest-xvfb starts it)")
-
-
-@pytest.fixture
-def viewer(qtbot, gl_display, tmp_path):
+def viewer(demo_options, make_window):
     """A viewer window on a generated room at 120x160 without a network; keywords override ViewerOptions."""
-    from PyQt6 import QtCore
-
-    from app.sources import SourceSpec
-    from app.window import MainWindow, ViewerOptions
-
-    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
-
-    def make(**kw) -> MainWindow:
-        options = dict(source=SourceSpec("demo", demo_seed=0, demo_frames=40), checkpoint=None, size=(120, 160),
-                       output_dir=str(tmp_path / "out"), snapshot_every_s=0.5)
-        options.update(kw)
-        window = MainWindow(ViewerOptions(**options))
-        qtbot.addWidget(window)
-        window.resize(1000, 640)
-        window.show()
-        return window
-
-    return make
+    return lambda **kw: make_window(demo_options(**kw))
 
 
 @contextlib.contextmanager
