@@ -81,9 +81,15 @@ def test_pause_step_reset_restart(make_window, demo_options, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.last_map is not None and window.last_map.total_vertices > 0, timeout=WAIT_MS)
     assert window.last_map.frames <= 3  # a new map, built only from frames after the reset
 
+    # Restart while paused, then one step: exactly the first frame of the new run is shown. (Playing instead would
+    # let a busy GUI skip frames 0 and 1, since the screen always shows the newest result.)
     window.restart()
+    window.step()
+    qtbot.waitUntil(lambda: window.last_result.generation == window.capture.generation
+                    and window.last_result.index == 0, timeout=WAIT_MS)
     window.toggle_play()
-    qtbot.waitUntil(lambda: window.last_result is not None and window.last_result.index < 2, timeout=WAIT_MS)
+    assert not window.capture.paused
+    qtbot.waitUntil(lambda: window.last_result.index >= 2, timeout=WAIT_MS)  # playing again after the restart
 
 
 @pytest.mark.parametrize("spec, expected", [
