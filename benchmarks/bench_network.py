@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from m2hmx.cli.profile import count_macs, count_params, measure_latency
+from m2hmx.profiling import count_macs, count_params, measure_latency
 from m2hmx.config import get_preset
 from m2hmx.model import M2HMX
 

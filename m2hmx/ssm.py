@@ -304,9 +304,12 @@ def _mamba_ssm_scan_fn():
 
 
 def scan_backend(device: torch.device | str) -> str:
-    """Which implementation ``selective_scan`` uses for tensors on ``device``: "mamba_ssm", "cpu" (numba) or
-    "torch" (the parallel scan)."""
+    """Which implementation ``selective_scan`` uses for tensors on ``device``: "mamba_ssm", "cpu" (numba),
+    "torch" (the parallel scan) or, on the meta device, "shape" (an output of the right shape and no values:
+    meta tensors carry no data, and the FLOP count of ``m2hmx.profiling`` does not count the scan)."""
     device = torch.device(device)
+    if device.type == "meta":
+        return "shape"
     if device.type == "cpu":
         return "cpu"
     if device.type == "cuda" and _mamba_ssm_scan_fn() is not None:
@@ -318,8 +321,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """``mamba_ssm`` ``selective_scan_fn`` semantics (real A; input-dependent B, C of shape [B,N,L]).
 
     u, delta [B,D,L]; A [D,N]; B, C [B,N,L]; D [D]; z [B,D,L]; delta_bias [D] -> y [B,D,L] in u's dtype.
-    Backends (see ``scan_backend``): mamba_ssm's CUDA kernel, the numba CPU scan, or elsewhere the
-    log-depth parallel scan in PyTorch.
+    Backends (see ``scan_backend``): mamba_ssm's CUDA kernel, the numba CPU scan, shape only on the meta
+    device, or elsewhere the log-depth parallel scan in PyTorch.
     """
     if u.dim() != 3 or delta.shape != u.shape or A.dim() != 2 or A.shape[0] != u.shape[1]:
         raise ValueError(f"selective_scan: expected u, delta [B,D,L] and A [D,N]; got u {tuple(u.shape)}, "
@@ -331,6 +334,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if A.is_complex():
         raise ValueError("selective_scan: complex A is not supported (Mamba uses a real A)")
     backend = scan_backend(u.device)
+    if backend == "shape":
+        return torch.empty_like(u)
     if backend == "cpu":
         return _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "mamba_ssm":

@@ -97,7 +97,7 @@ def test_scan_op_is_the_scan_and_traceable():
 
 
 def test_module_breakdown_names_every_part(tiny_config):
-    from m2hmx.cli.profile import module_breakdown
+    from m2hmx.profiling import module_breakdown
 
     rows = dict(module_breakdown(build_model(tiny_config()), 64, 96, runs=1))
     assert {"backbone", "HFA", "decoder level s4: Mamba (in RGM)", "decoder task branches", "head semseg",
