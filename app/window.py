@@ -21,6 +21,7 @@ from app.widgets.map_view import MapView
 from app.widgets.stats import StatsPanel
 from app.workers import CaptureThread, LatestSlot, MappingClient, PerceptionThread, one_line, plain
 from mapping.atomic import atomic_path
+from mapping.export import export_map_update
 from mapping.trajectory import associate, umeyama
 
 SHORTCUTS = (  # (action key, keys, description): the Help menu lists these
@@ -123,7 +124,7 @@ class Loader(QtCore.QThread):
             try:
                 import torch
 
-                from m2hmx.predictor import Predictor
+                from m2hmx.predictor import Predictor, ScaledPredictor
 
                 torch.set_num_threads(opts.torch_threads)
                 predictor = Predictor.from_checkpoint(opts.checkpoint, opts.device, tasks=opts.tasks)
@@ -132,21 +133,6 @@ class Loader(QtCore.QThread):
             except Exception as exc:
                 model_error = f"cannot load the model {opts.checkpoint}: {one_line(exc)}"
         self.loaded.emit(source, predictor, source_error, model_error)
-
-
-class ScaledPredictor:
-    """A predictor whose metric depth is multiplied by ``scale`` (``--depth-scale``: a camera whose focal
-    length differs from the training data's gives depth off by a constant factor)."""
-
-    def __init__(self, predictor, scale: float):
-        self._predictor, self.scale = predictor, float(scale)
-        self.label_space, self.tasks = predictor.label_space, predictor.tasks
-        self.model_tasks = predictor.model_tasks
-
-    def predict(self, rgb):
-        pred = self._predictor.predict(rgb)
-        pred.depth = pred.depth * np.float32(self.scale)
-        return pred
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -529,7 +515,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._export_done([])
             return
         try:
-            paths = export_last_map(last, out_dir, self.label_space)
+            paths = export_map_update(last, out_dir, self.label_space)
             self.say(f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}")
         except Exception as exc:
             self.fail(f"export to {out_dir} failed: {one_line(exc)}")
@@ -832,34 +818,3 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def export_last_map(update, out_dir: str | Path, label_space) -> list[Path]:
-    """Write the GUI's copy of the map (when the mapping process is gone), all or none (``mapping.atomic``):
-    the mesh as PLY (class and RGB colours) and GLB, its vertices as ``points.ply`` (the mapping process sends
-    the whole mesh while it has at most ``MAX_MESH_TRIANGLES`` triangles, else a point sample, which is then
-    all there is), the trajectory (TUM and Hydra CSV), the objects as a scene graph (objects only: places and
-    rooms stay in the process that died) and the label space."""
-    from mapping.atomic import AtomicBatch
-    from mapping.export import write_label_space, write_mesh, write_point_cloud
-    from mapping.scene_graph import ObjectNode, SceneGraph
-    from mapping.trajectory import write_hydra_csv, write_tum
-
-    out = Path(out_dir)
-    names = list(label_space.names)
-    objects = [ObjectNode(i, names.index(name) if name in names else 255, name,
-                          ((np.asarray(lo) + hi) / 2).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(), 0)
-               for i, (name, lo, hi) in enumerate(update.objects)]
-    with AtomicBatch() as batch:
-        if update.triangles is not None and len(update.triangles):
-            write_mesh(out / "mesh.ply", update.vertices, update.triangles, update.class_colors, batch)
-            write_mesh(out / "mesh_rgb.ply", update.vertices, update.triangles, update.rgb_colors, batch)
-            write_mesh(out / "mesh.glb", update.vertices, update.triangles, update.class_colors, batch)
-        if len(update.vertices):
-            write_point_cloud(out / "points.ply", update.vertices, update.rgb_colors, batch)
-        if len(update.timestamps):
-            write_tum(out / "trajectory.tum", update.timestamps, update.poses, batch)
-            write_hydra_csv(out / "trajectory.csv", update.timestamps, update.poses, batch)
-        SceneGraph(objects=[o for o in objects if o.class_id != 255]).write(out, label_space, batch)
-        write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space, batch)
-        return batch.commit()

@@ -110,3 +110,18 @@ class Predictor:
         if "edge" in out:
             pred.edges = torch.sigmoid(back(out["edge"], align_corners=True)[0]).cpu().numpy()
         return pred
+
+
+class ScaledPredictor:
+    """A predictor whose metric depth is multiplied by ``scale`` (``--depth-scale``: a camera whose focal
+    length differs from the training data's gives depth off by a constant factor)."""
+
+    def __init__(self, predictor, scale: float):
+        self._predictor, self.scale = predictor, float(scale)
+        self.label_space, self.tasks = predictor.label_space, predictor.tasks
+        self.model_tasks = predictor.model_tasks
+
+    def predict(self, rgb):
+        pred = self._predictor.predict(rgb)
+        pred.depth = pred.depth * np.float32(self.scale)
+        return pred

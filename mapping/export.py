@@ -15,7 +15,7 @@ import yaml
 from mapping.atomic import AtomicBatch, ExportError, atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["AtomicBatch", "ExportError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "glb_bytes",
-           "ply_bytes", "write_mesh", "write_point_cloud", "write_label_space"]
+           "ply_bytes", "write_mesh", "write_point_cloud", "write_label_space", "export_map_update"]
 
 
 def _write(path: str | Path, chunks: list[bytes], batch: AtomicBatch | None) -> Path:
@@ -112,3 +112,33 @@ def write_label_space(yaml_path: str | Path, csv_path: str | Path, label_space,
     texts = {yaml_path: yaml.safe_dump(label_space_yaml(label_space), sort_keys=False),
              csv_path: "\n".join(lines) + "\n"}
     return [_write(p, [t.encode()], batch) for p, t in texts.items()]
+
+
+def export_map_update(update, out_dir: str | Path, label_space) -> list[Path]:
+    """Write a map update (the viewer's copy of the map, ``app.mapping_process.MapUpdate``, used when the mapping
+    process is gone), all or none (``mapping.atomic``):
+    the mesh as PLY (class and RGB colours) and GLB, its vertices as ``points.ply`` (the mapping process sends
+    the whole mesh while it has at most ``MAX_MESH_TRIANGLES`` triangles, else a point sample, which is then
+    all there is), the trajectory (TUM and Hydra CSV), the objects as a scene graph (objects only: places and
+    rooms stay in the process that died) and the label space."""
+    from mapping.scene_graph import ObjectNode, SceneGraph
+    from mapping.trajectory import write_hydra_csv, write_tum
+
+    out = Path(out_dir)
+    names = list(label_space.names)
+    objects = [ObjectNode(i, names.index(name) if name in names else 255, name,
+                          ((np.asarray(lo) + hi) / 2).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(), 0)
+               for i, (name, lo, hi) in enumerate(update.objects)]
+    with AtomicBatch() as batch:
+        if update.triangles is not None and len(update.triangles):
+            write_mesh(out / "mesh.ply", update.vertices, update.triangles, update.class_colors, batch)
+            write_mesh(out / "mesh_rgb.ply", update.vertices, update.triangles, update.rgb_colors, batch)
+            write_mesh(out / "mesh.glb", update.vertices, update.triangles, update.class_colors, batch)
+        if len(update.vertices):
+            write_point_cloud(out / "points.ply", update.vertices, update.rgb_colors, batch)
+        if len(update.timestamps):
+            write_tum(out / "trajectory.tum", update.timestamps, update.poses, batch)
+            write_hydra_csv(out / "trajectory.csv", update.timestamps, update.poses, batch)
+        SceneGraph(objects=[o for o in objects if o.class_id != 255]).write(out, label_space, batch)
+        write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space, batch)
+        return batch.commit()
