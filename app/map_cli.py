@@ -9,10 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 from m2hmx.cli.args import positive_int
@@ -127,91 +124,46 @@ def _run(args) -> int:
         from app.rosbag_io import check_bag_target
 
         check_bag_target(args.rosbag)
-    from app.pipeline import run_mapping
-    from m2hmx.data.sources import open_source
-    from m2hmx.labels import load_label_space
-    from mapping.bridge import MappingBridge, MappingConfig
-    from mapping.scene_graph import score_objects
-    from mapping.trajectory import TrajectoryError, ate_rmse, ate_with_scale, rpe_rmse
-
-    check_writable(Path(args.out))
-    source = open_source(args.dataset)
-    predictor = None
-    if args.depth == "pred" or args.checkpoint:
-        from m2hmx import ASSETS_DIR
-        from m2hmx.predictor import Predictor
-
-        ckpt = Path(args.checkpoint) if args.checkpoint else ASSETS_DIR / "m2hmx-demo.safetensors"
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-        predictor = Predictor.from_checkpoint(str(ckpt), "cpu", tasks=args.tasks)
-    label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
-        or load_label_space("scannet20")
-    config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
-                           odometry=args.odometry, loop_closure=args.loops)
-    bridge = MappingBridge(label_space, config)
-    observer = _observer(args, bridge, label_space)
-    t0 = time.perf_counter()
-    try:
-        run = run_mapping(source, bridge, predictor, args.depth, args.max_frames, not args.no_progress,
-                          stride=args.stride, gt_poses=args.gt_poses, on_frame=observer)
-    finally:
-        source.close()
-    wall = time.perf_counter() - t0
-    out = Path(args.out)
-    t1 = time.perf_counter()
-    snapshot = bridge.snapshot()
-    written = bridge.export(out, snapshot)
-    export_s = time.perf_counter() - t1
-    n = max(run["frames"], 1)
-    metrics = {
-        "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
-        "tracking_failures": run["failures"], "voxel_size_m": bridge.voxel_size,
-        "odometry": None if args.gt_poses else bridge.odometry_mode, "odometry_note": bridge.odometry_note,
-        "keyframes": bridge.keyframe_count,
-        "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,
-        "mean_ms": {k: 1000 * v / n for k, v in bridge.timing_totals.items()},
-        "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,
-        "ate_sim3_rmse_m": None, "ate_sim3_scale": None, "rpe_1s_trans_m": None, "rpe_1s_rot_deg": None,
-    }
-    if bridge.loops is not None:
-        metrics["loops"] = {"accepted": len(bridge.loops.corrections), "rejected": bridge.loops.rejected,
-                            "keyframes": len(bridge.loops.graph), "seconds": bridge.loop_seconds,
-                            "correction_s": [c.seconds for c in bridge.loops.corrections]}
-    if run["gt"] is not None and run["frames"] >= 3:
-        gt, est = run["gt"], bridge.trajectory()
-        try:
-            metrics["ate_rmse_m"] = ate_rmse(gt, est, max_diff=0.02)
-            metrics["ate_sim3_rmse_m"], metrics["ate_sim3_scale"] = ate_with_scale(gt, est, max_diff=0.02)
-        except (TrajectoryError, np.linalg.LinAlgError) as exc:
-            metrics["ate_error"] = str(exc)
-        try:
-            metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = rpe_rmse(gt, est, delta_s=1.0, max_diff=0.02)
-        except (TrajectoryError, np.linalg.LinAlgError):  # under a second of poses: the RPE stays None
-            pass
-    if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
-        truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
-        metrics["objects"] = score_objects(snapshot.objects, truth)
+    from app.map_run import load_predictor, map_sequence
+    from mapping.bridge import MappingConfig
     from mapping.export import atomic_write_text
 
+    check_writable(Path(args.out))
+    predictor = load_predictor(args.checkpoint, args.tasks) if args.depth == "pred" or args.checkpoint else None
+    config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
+                           odometry=args.odometry, loop_closure=args.loops)
+    observers = []
+
+    def observe(bridge, label_space):
+        observers.append(_observer(args, bridge, label_space))
+        return observers[0]
+
+    run = map_sequence(args.dataset, config, predictor, args.max_frames, args.stride, not args.no_progress, observe)
+    out = Path(args.out)
+    written = run.export(out)
+    metrics = run.metrics()
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    extra = _close_observer(observer, snapshot)  # after the exports: a failing recording never costs the map
+    extra = _close_observer(observers[0], run.snapshot())  # after the exports: a failed recording keeps the map
+    _print_summary(run, metrics, len(written) + 1, out, extra)
+    if run.interrupted:
+        print(f"m2hmx-map: {run.error} (map up to that frame exported)", file=sys.stderr)
+        return 130
+    if run.error:
+        print(f"m2hmx-map: error: {run.error} (map up to that frame exported)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_summary(run, metrics: dict, files: int, out: Path, extra: str) -> None:
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
-    if bridge.odometry_note:
-        print(f"m2hmx-map: {bridge.odometry_note}", file=sys.stderr)
-    print(f"{run['frames']} frames, {run['failures']} tracking failures"
+    if run.bridge.odometry_note:
+        print(f"m2hmx-map: {run.bridge.odometry_note}", file=sys.stderr)
+    print(f"{run.frames} frames, {run.failures} tracking failures"
           + (f", ATE RMSE {ate * 100:.2f} cm ({metrics['ate_sim3_rmse_m'] * 100:.2f} cm with scale "
              f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")
           + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
-             if objects else "") + f"; wrote {len(written) + 1} files to {out}" + extra)
-    if run["interrupted"]:
-        print(f"m2hmx-map: {run['error']} (map up to that frame exported)", file=sys.stderr)
-        return 130
-    if run["error"]:
-        print(f"m2hmx-map: error: {run['error']} (map up to that frame exported)", file=sys.stderr)
-        return 1
-    return 0
+             if objects else "") + f"; wrote {files} files to {out}" + extra)
 
 
 def _observer(args, bridge, label_space):

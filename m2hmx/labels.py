@@ -76,3 +76,15 @@ def load_label_space(name_or_path: str = "scannet20") -> LabelSpace:
         kinds=tuple(c["kind"] for c in classes),
         ignore_index=int(spec.get("ignore_index", IGNORE_INDEX)),
     )
+
+
+def choose_label_space(requested: str | None = None, model: LabelSpace | None = None,
+                       source: LabelSpace | None = None) -> tuple[LabelSpace, str]:
+    """The label space a run colours and maps with, and a warning ("" if none): the ``requested`` one (a name
+    or JSON file), else the model's, else the source's, else scannet20. A requested space whose class count
+    differs from the model's gives way to the model's, since the network's class ids index it."""
+    space = (load_label_space(requested) if requested else None) or model or source or load_label_space("scannet20")
+    if model is not None and space.num_classes != model.num_classes:
+        return model, (f"label space {space.name} has {space.num_classes} classes, the model {model.num_classes}: "
+                       f"using the model's ({model.name})")
+    return space, ""
