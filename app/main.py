@@ -13,11 +13,12 @@ from pathlib import Path
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 from m2hmx.cli.args import positive_int
 from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
+from mapping.interface import VIEWER_DEPTH_MODES
 
 EPILOG = """\
 examples:
   m2hmx-viewer                                   bundled demo: generated room + bundled model
-  m2hmx-viewer --depth-source sensor             demo mapped with the scene's own (sensor) depth
+  m2hmx-viewer --depth sensor                    demo mapped with the scene's own (sensor) depth
   m2hmx-viewer --camera 0                        webcam (K guessed from a 60 deg field of view)
   m2hmx-viewer --realsense                       first RealSense found; its depth shown beside the prediction
   m2hmx-viewer --realsense-bag walk.bag          a RealSense recording (.bag / .db3)
@@ -30,7 +31,7 @@ examples:
   m2hmx-viewer --max-frames 120 --screenshot docs/screenshot.png --export out/map --quit-when-done
 
 keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, M restart mapping, C colour mode,
-      D depth source, S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
+      D depth into the map, S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
 """
 
 
@@ -64,6 +65,14 @@ def _tasks(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _DeprecatedDepthSource(argparse.Action):
+    """``--depth-source``: sets ``--depth`` and says so on stderr (one vocabulary, ``mapping.interface.DEPTH_MODES``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"m2hmx-viewer: {option_string} is deprecated; use --depth {values} (the same values)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="m2hmx-viewer", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -95,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--labelspace", metavar="NAME|FILE",
                        help="label space for colours and the map: scannet20, nyu40 or a JSON file "
                             "(default: the model's)")
-    model.add_argument("--depth-source", choices=("pred", "sensor"), default="pred",
-                       help="depth fused into the map: the network's prediction or the sensor's (pred)")
+    model.add_argument("--depth", choices=VIEWER_DEPTH_MODES, default=VIEWER_DEPTH_MODES[0],
+                       help="depth fused into the map: the network's prediction or the sensor's, as m2hmx-map "
+                            "--depth names them (pred)")
+    model.add_argument("--depth-source", choices=VIEWER_DEPTH_MODES, action=_DeprecatedDepthSource, dest="depth",
+                       help="deprecated: the old name of --depth")
     model.add_argument("--depth-scale", type=_positive_float, default=1.0, metavar="S",
                        help="multiply predicted depth by S (a camera whose focal length differs from the "
                             "training data's sees metric depth off by a constant factor) (1.0)")
@@ -136,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
+    from app.session import ViewerOptions
     from app.sources import SourceSpec
-    from app.window import ViewerOptions
 
     if args.camera is not None:
         spec = SourceSpec("camera", str(args.camera))
@@ -161,7 +173,7 @@ def options_from_args(args: argparse.Namespace):
                     "sensor depth and the ground-truth labels (pass --checkpoint FILE)")
     return ViewerOptions(
         source=spec, checkpoint=checkpoint, checkpoint_note=note, device=args.device, labelspace=args.labelspace,
-        depth_source=args.depth_source, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
+        depth=args.depth, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
         max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
         quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
         torch_threads=args.torch_threads, odometry=args.odometry, tasks=args.tasks, loop_closure=args.loop_closure,
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     wake.start(200)
     app.exec()
     window.shutdown()
-    code = 1 if window.run_failed or window.source is None else 0  # a script can tell a failed run
+    code = 1 if window.session.run_failed or window.stages.source is None else 0  # a script can tell a failed run
     # Destroy the window (and its OpenGL view) now, while the QApplication exists: left to interpreter exit, the
     # order is arbitrary, and Qt objects that outlive the application can crash the process as it ends.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

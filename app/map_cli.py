@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
 from m2hmx.cli.args import positive_int
+from mapping.interface import DEPTH_MODES
 
 
 VOXEL_RANGE = (0.002, 0.5)  # metres: below 2 mm a room's TSDF exhausts memory, above 0.5 m nothing is left of it
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2hmx-map", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="source spec for m2hmx.data.sources.open_source "
                    "(a folder written by m2hmx-synth, a 7-Scenes / TUM / ScanNet folder, synthetic:SEED, ...)")
-    p.add_argument("--depth", choices=("sensor", "gt", "pred"), default="sensor",
-                   help="sensor/gt: the source's own depth; pred: the network's depth")
+    p.add_argument("--depth", choices=tuple(DEPTH_MODES), default="sensor",
+                   help="; ".join(f"{k}: {v}" for k, v in DEPTH_MODES.items()) + " (sensor)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--checkpoint", default=None, help="network for --depth pred / labels "
                    "(default assets/m2hmx-demo.safetensors with --depth pred)")

@@ -58,6 +58,13 @@ def object_boxes(objects) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return boxes
 
 
+def step_payload(step, bridge, total_ms: float) -> dict:
+    """The "step" message for one mapped frame (``MappingBridge.process``'s ``StepResult``)."""
+    return {"index": step.index, "timestamp": step.timestamp, "pose": step.pose, "ok": step.tracking_ok,
+            "message": step.message, "timings_ms": step.timings_ms, "odometry": bridge.odometry_summary(),
+            "total_ms": total_ms}
+
+
 def make_update(snap, frames: int, extract_ms: float) -> MapUpdate:
     """A bounded-size view of a ``MapSnapshot`` for the GUI."""
     v, t = snap.vertices, snap.triangles
@@ -170,10 +177,7 @@ def mapping_main(label_space, config, frames, commands, results, snapshot_every_
         try:
             t0 = time.perf_counter()
             step = bridge.process(frame)
-            results.put(("step", (generation, {
-                "index": step.index, "timestamp": step.timestamp, "pose": step.pose, "ok": step.tracking_ok,
-                "message": step.message, "timings_ms": step.timings_ms, "odometry": bridge.odometry_summary(),
-                "total_ms": 1000 * (time.perf_counter() - t0)})))
+            results.put(("step", (generation, step_payload(step, bridge, 1000 * (time.perf_counter() - t0)))))
             dirty = True
             if time.monotonic() - last_snapshot >= interval:
                 send_snapshot()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from mapping.imu import carry_over
-from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
+from mapping.interface import DEPTH_MODES, IGNORE_LABEL, InterfaceError, PerceptionFrame
 
-DEPTH_MODES = ("sensor", "gt", "pred")
 # --odometry choices of m2hmx-map and m2hmx-viewer: mapping.odometry.ODOMETRY_MODES (sparse) and the keys of
 # mapping.tracking.ODOMETRY_METHODS (dense), named here so that building a parser does not import Open3D or GTSAM
 ODOMETRY_CHOICES = ("point_to_plane", "hybrid", "intensity", "vio", "vo")

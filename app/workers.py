@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -18,29 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt6 import QtCore
 
+from app.messages import one_line, plain
 from app.sources import resize_frame
 from app.widgets.image_panel import colorize_depth
 from m2hmx.data import Frame
 
 STEP_FAILURES_BEFORE_STOP = 3  # consecutive perception failures that stop the perception thread
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")  # colour codes some libraries put in their messages
-
-
-def plain(text: str) -> str:
-    """``text`` without terminal colour codes, on one line."""
-    lines = [ln.strip() for ln in _ANSI.sub("", str(text)).splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def one_line(exc: BaseException) -> str:
-    """A single clear line for the window: the project's own errors already name the file and problem; a
-    library's error gets its type and its last line (no traceback)."""
-    text = plain(str(exc))
-    if type(exc).__module__.split(".")[0] in ("m2hmx", "mapping", "app") and text:
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class LatestSlot:
@@ -250,13 +232,13 @@ class PerceptionThread(QtCore.QThread):
     failed = QtCore.pyqtSignal(str)
 
     def __init__(self, in_slot: LatestSlot, out_slot: LatestSlot, predictor, label_space, mapper=None,
-                 depth_source: str = "pred", live: bool = True, depth_lut=None, parent=None):
+                 depth_mode: str = "pred", live: bool = True, depth_lut=None, parent=None):
         super().__init__(parent)
         self.depth_lut = depth_lut  # (lut (256,3) uint8, max depth m) for the depth panels, or None
         self.live = live  # live sources: a frame the mapper has not taken yet is replaced (dropped)
         self.in_slot, self.out_slot, self.predictor = in_slot, out_slot, predictor
         self.label_space, self.mapper = label_space, mapper
-        self.depth_source = depth_source  # "pred" | "sensor": the depth that goes into the map
+        self.depth_mode = depth_mode  # VIEWER_DEPTH_MODES: the depth that goes into the map (frame_depth_mode)
         self._stop = threading.Event()
         self.busy = False
         self.processed = 0
@@ -332,12 +314,9 @@ class PerceptionThread(QtCore.QThread):
         carries its ground-truth pose when the source has one (anchoring the map in the source's world frame, as
         ``m2hmx-map`` does)."""
         from app.pipeline import to_perception_frame
+        from app.session import frame_depth_mode
 
-        mode = self.depth_source
-        if pred is None:
-            mode = "gt"  # no network: the source's own depth and labels (shown as ground truth; may be none)
-        elif mode == "sensor" and frame.depth is None:
-            mode = "pred"
+        mode = frame_depth_mode(self.depth_mode, pred is not None, frame.depth is not None)
         num_classes = self.label_space.num_classes
 
         def make(anchor: bool):

@@ -70,14 +70,14 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
     window.resize(1560, 960)
     window.show()
     shown_at, predict_ms = [], []
-    original = window._show_result
+    original = window.session.on_result
 
-    def show(result):
-        original(result)
+    def show(result, now):
+        original(result, now)
         shown_at.append(time.monotonic())
         predict_ms.append(result.predict_ms)
 
-    window._show_result = show
+    window.session.on_result = show
     beats = []
     heartbeat = QtCore.QTimer()
     heartbeat.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
@@ -98,17 +98,17 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
         t0 = time.perf_counter() - (time.monotonic() - shown_at[first_shown])
         beats = beats[beats >= t0]
     gaps = np.diff(beats) * 1000 - HEARTBEAT_MS if len(beats) > 2 else np.zeros(1)
-    lat = np.array(list(window.latencies)[first_shown:]) if len(window.latencies) > first_shown else np.zeros(1)
-    m = window.mapping_times
+    lat = np.array(list(window.session.latencies)[first_shown:]) if len(window.session.latencies) > first_shown else np.zeros(1)
+    m = window.session.mapping_times
     out = {
         "shown": len(shown_at), "fps": (len(shown_at) - 1 - first_shown) / span if span > 0 else float("nan"),
         "predict_ms": float(np.mean(predict_ms[first_shown:])) if len(predict_ms) > first_shown else 0.0,
         "map_fps": (len(m) - 1) / (m[-1] - m[0]) if len(m) > 2 else 0.0,
         "lat50": float(np.percentile(lat, 50)), "lat95": float(np.percentile(lat, 95)),
         "stall_max": float(gaps.max()), "stalls_50": int((gaps > 50).sum()),
-        "dropped": window.capture_slot.dropped + window.display_slot.dropped,
-        "map_dropped": window.mapper.dropped if window.mapper else 0,
-        "ate": window.ate, "finished": bool(done), "errors": list(window.errors),
+        "dropped": window.stages.capture_slot.dropped + window.stages.display_slot.dropped,
+        "map_dropped": window.stages.mapper.dropped if window.stages.mapper else 0,
+        "ate": window.session.ate, "finished": bool(done), "errors": list(window.session.errors),
     }
     window.close()
     window.shutdown()
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     from PyQt6 import QtCore, QtWidgets
 
     from app.sources import SourceSpec
-    from app.window import ViewerOptions
+    from app.session import ViewerOptions
 
     QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])  # noqa: F841 (kept alive)

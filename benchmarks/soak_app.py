@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     from PyQt6 import QtCore, QtWidgets
 
     from app.sources import SourceSpec
-    from app.window import MainWindow, ViewerOptions
+    from app.session import ViewerOptions
+    from app.window import MainWindow
 
     QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
@@ -71,17 +72,17 @@ def main(argv=None) -> int:
         now = time.monotonic()
         if now >= next_sample:
             next_sample = now + SAMPLE_S
-            m = window.last_map
-            delivered = window.capture.delivered if window.capture is not None else 0
-            samples.append((now - t0, delivered, len(window.est_t) if m is not None else 0,
+            m = window.session.last_map
+            delivered = window.stages.capture.delivered if window.stages.capture is not None else 0
+            samples.append((now - t0, delivered, len(window.session.est_t) if m is not None else 0,
                             m.total_vertices if m is not None else 0, rss_mb(os.getpid()),
-                            rss_mb(window.mapper.pid if window.mapper and window.mapper.alive() else None)))
+                            rss_mb(window.stages.mapper.pid if window.stages.mapper and window.stages.mapper.alive() else None)))
             if len(samples) % 15 == 0:
                 s = samples[-1]
                 print(f"  {s[0]:6.0f} s  read {s[1]:5d}  mapped {s[2]:5d}  map {s[3]:8,d} vertices  "
                       f"GUI {s[4]:6.0f} MB  mapping {s[5]:6.0f} MB", file=sys.stderr, flush=True)
-    errors = list(window.errors)
-    ate, lost = window.ate, int(sum(1 for ok in (window.last_map.tracking_ok if window.last_map else []) if not ok))
+    errors = list(window.session.errors)
+    ate, lost = window.session.ate, int(sum(1 for ok in (window.session.last_map.tracking_ok if window.session.last_map else []) if not ok))
     window.close()
     window.shutdown()
     a = np.array(samples, np.float64)

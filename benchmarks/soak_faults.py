@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     from PyQt6 import QtCore, QtWidgets
 
     from app.sources import SourceSpec
-    from app.window import MainWindow, ViewerOptions
+    from app.session import ViewerOptions
+    from app.window import MainWindow
 
     rng = np.random.default_rng(args.seed)
     span = (args.frames - args.first) // args.kills  # one kill at a random frame of each span, none in its last half
@@ -97,15 +98,15 @@ def main(argv=None) -> int:
         return until()
 
     for k, frame in enumerate(kill_at, 1):
-        if not pump(lambda: window.capture is not None and window.capture.delivered >= frame or done, 3600):
+        if not pump(lambda: window.stages.capture is not None and window.stages.capture.delivered >= frame or done, 3600):
             break
         if done:
             break
-        pump(lambda: window.last_map is not None, 120)
-        read, mapped = window.capture.delivered, len(window.est_t)
-        os.kill(window.mapper.pid, signal.SIGKILL)
+        pump(lambda: window.session.last_map is not None, 120)
+        read, mapped = window.stages.capture.delivered, len(window.session.est_t)
+        os.kill(window.stages.mapper.pid, signal.SIGKILL)
         pump(lambda: window.mapping_dead_reported, 60)
-        last = window.last_map
+        last = window.session.last_map
         before = set((tmp / "out").glob("map-*-before-restart")) if (tmp / "out").exists() else set()
         window.restart_mapping()
         saved = sorted(set((tmp / "out").glob("map-*-before-restart")) - before)
@@ -114,11 +115,11 @@ def main(argv=None) -> int:
         print(f"  kill {k} at frame {read}: {mapped} poses mapped, {rows[-1][3]} in the exported map, "
               f"{files} files, {problem or 'read back whole'}", file=sys.stderr, flush=True)
     pump(lambda: bool(done), 3600)
-    final = window.last_map
+    final = window.session.last_map
     window.export_map(tmp / "final")
-    pump(lambda: window._pending_export is None, 300)
+    pump(lambda: window.session.pending_export is None, 300)
     files, problem = verify_export(tmp / "final", final, full=True) if final is not None else (0, "no map")
-    rows.append(("end", window.capture.delivered, len(window.est_t), len(final.timestamps) if final else 0, files,
+    rows.append(("end", window.stages.capture.delivered, len(window.session.est_t), len(final.timestamps) if final else 0, files,
                  problem))
     window.close()
     window.shutdown()

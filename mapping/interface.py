@@ -15,6 +15,14 @@ import numpy as np
 
 IGNORE_LABEL = 255
 IMU_TIME_TOLERANCE = 1e-3  # s: a frame's last IMU sample may be this much after its timestamp
+# Where a frame's depth comes from: the one vocabulary of MappingConfig.depth_mode, m2hmx-map --depth and
+# m2hmx-viewer --depth (which switches between "pred" and "sensor"; without a network it maps "gt").
+DEPTH_MODES = {
+    "sensor": "the source's own depth, from a depth sensor",
+    "gt": "the source's own depth, taken as exact (generated rooms, rendered ground truth)",
+    "pred": "the network's predicted depth",
+}
+VIEWER_DEPTH_MODES = ("pred", "sensor")  # the viewer's choice (D toggles), first the default
 
 
 class InterfaceError(ValueError):

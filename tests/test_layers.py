@@ -20,6 +20,8 @@ RULES = {
     "mapping": ("torch", *QT, "m2hmx", "app"),  # numpy + Open3D only: the interface stays light
     "m2hmx": (*QT, "app", "mapping"),  # the network and data never know the viewer or the map ...
     "app.map_cli": QT,  # the headless m2hmx-map runs without a display
+    "app.map_run": QT,  # ... and its library call, which the benchmarks share
+    "app.session": QT,  # the viewer's model: tested without a display
     "app.mapping_process": ("torch", *QT),  # the viewer's mapping process (spawned): no Qt, no torch
 }
 # ... except the small numpy/stdlib pieces both sides share: the IMU samples a Frame carries (and their one-line

@@ -7,7 +7,7 @@ import pytest
 from PyQt6 import QtCore
 
 from app.sources import SourceSpec
-from app.window import ViewerOptions
+from app.session import ViewerOptions
 
 # Several windows (one per test) create several GL contexts; pyqtgraph caches compiled shaders, which
 # are only valid in another context when contexts share resources. The viewer sets the same (one window).

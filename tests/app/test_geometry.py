@@ -2,7 +2,7 @@
 import numpy as np
 
 from app.widgets.map_view import box_lines, frustum_lines
-from app.window import up_transform
+from app.session import up_transform
 
 
 def _look(yaw, pitch):

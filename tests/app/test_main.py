@@ -24,11 +24,11 @@ def test_sources_are_mutually_exclusive(capsys):
 def test_options_follow_the_arguments(tmp_path):
     opts = options_from_args(build_parser().parse_args(
         ["--dataset", "scannet/scene0011", "--data-root", str(tmp_path), "--checkpoint", "m.safetensors",
-         "--depth-source", "sensor", "--size", "480x640", "--max-frames", "5", "--depth-scale", "1.2",
+         "--depth", "sensor", "--size", "480x640", "--max-frames", "5", "--depth-scale", "1.2",
          "--odometry", "hybrid"]))
     source = opts.source
     assert (source.kind, source.value, source.data_root) == ("dataset", "scannet/scene0011", str(tmp_path))
-    assert opts.checkpoint == "m.safetensors" and opts.depth_source == "sensor" and opts.size == (480, 640)
+    assert opts.checkpoint == "m.safetensors" and opts.depth == "sensor" and opts.size == (480, 640)
     assert opts.max_frames == 5 and opts.depth_scale == 1.2 and opts.odometry == "hybrid"
     assert options_from_args(build_parser().parse_args([])).odometry is None
     with pytest.raises(SystemExit):
@@ -42,3 +42,23 @@ def test_demo_uses_the_bundled_model_or_says_it_is_missing():
         assert opts.checkpoint == str(bundled_model()) and not opts.checkpoint_note
     else:
         assert opts.checkpoint is None and "not found" in opts.checkpoint_note
+
+
+def test_one_depth_vocabulary_and_the_old_flag_still_works_with_a_notice(capsys):
+    from app.map_cli import build_parser as map_parser
+    from mapping.bridge import MappingConfig
+    from mapping.interface import DEPTH_MODES, VIEWER_DEPTH_MODES
+
+    assert options_from_args(build_parser().parse_args([])).depth == "pred"
+    assert options_from_args(build_parser().parse_args(["--depth-source", "sensor"])).depth == "sensor"
+    assert "--depth-source is deprecated; use --depth sensor" in capsys.readouterr().err
+    for mode in DEPTH_MODES:  # m2hmx-map and the mapping backend take each name; the viewer its two
+        assert map_parser().parse_args(["--dataset", "d", "--out", "o", "--depth", mode]).depth == mode
+        assert MappingConfig(depth_mode=mode).depth_mode == mode
+        if mode in VIEWER_DEPTH_MODES:
+            assert build_parser().parse_args(["--depth", mode]).depth == mode
+        else:
+            with pytest.raises(SystemExit):
+                build_parser().parse_args(["--depth", mode])
+    with pytest.raises(ValueError):
+        MappingConfig(depth_mode="source")

@@ -5,6 +5,7 @@ import pytest
 
 from app.main import build_parser, options_from_args
 from app.map_cli import build_parser as map_parser
+from app.session import ViewerOptions
 
 
 def test_viewer_and_map_take_the_tasks():
@@ -25,12 +26,14 @@ def test_bad_tasks_are_one_line(bad, capsys):
 
 
 def test_panels_of_tasks_left_out_say_off():
-    from app.window import MainWindow
+    from app.session import ViewerSession
+    from app.sources import SourceSpec
 
-    two = SimpleNamespace(predictor=SimpleNamespace(model_tasks=("semseg", "depth", "normals", "edge"),
-                                                    tasks=("semseg", "depth")))
-    assert MainWindow._no_panel_image(two, "normals") == "normals: off (--tasks)"
-    assert MainWindow._no_panel_image(two, "edges") == "edges: off (--tasks)"
-    headless = SimpleNamespace(predictor=SimpleNamespace(model_tasks=("semseg", "depth"), tasks=("semseg", "depth")))
-    assert MainWindow._no_panel_image(headless, "normals") == "the model has no normals head"
-    assert MainWindow._no_panel_image(SimpleNamespace(predictor=None), "edges") == "no edges"
+    session = ViewerSession(ViewerOptions(SourceSpec("demo")))
+    session.start(None, None)
+    assert session.missing_panel_reason("edges") == "no edges"  # no network
+    session.start(SimpleNamespace(model_tasks=("semseg", "depth", "normals", "edge"), tasks=("semseg", "depth")), None)
+    assert session.missing_panel_reason("normals") == "normals: off (--tasks)"
+    assert session.missing_panel_reason("edges") == "edges: off (--tasks)"
+    session.start(SimpleNamespace(model_tasks=("semseg", "depth"), tasks=("semseg", "depth")), None)
+    assert session.missing_panel_reason("normals") == "the model has no normals head"

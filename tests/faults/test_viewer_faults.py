@@ -28,7 +28,7 @@ def test_export_to_read_only_folder_finishes_the_run_as_failed(viewer, qtbot, tm
         window = viewer(max_frames=3, export=str(ro / "map"))
         with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
             pass
-    assert window.run_failed and not window.exported_paths
+    assert window.session.run_failed and not window.session.exported_paths
     err = capfd.readouterr().err
     failed = [line for line in err.splitlines() if "export to" in line]
     assert len(failed) == 1 and str(ro / "map") in failed[0] and "Read-only file system" in failed[0], err
@@ -49,7 +49,7 @@ def test_export_and_screenshot_say_where(viewer, qtbot, tmp_path, capfd):
         pass
     out = capfd.readouterr().out
     assert f"files to {tmp_path / 'map'}" in out and f"screenshots written: {tmp_path / 's.png'}" in out, out
-    assert {p.name for p in (tmp_path / "map").iterdir()} == set(EXPORT_FILES) and not window.run_failed
+    assert {p.name for p in (tmp_path / "map").iterdir()} == set(EXPORT_FILES) and not window.session.run_failed
 
 
 def test_mapping_process_killed_then_started_again(viewer, qtbot, tmp_path):
@@ -57,22 +57,22 @@ def test_mapping_process_killed_then_started_again(viewer, qtbot, tmp_path):
 
     kill_at = int(random.Random(os.environ.get("M2HMX_FAULT_SEED", "0")).randint(3, 25))  # a random frame
     window = viewer(source=SourceSpec("demo", demo_seed=0, demo_frames=300))
-    qtbot.waitUntil(lambda: window.last_map is not None and len(window.last_map.vertices) > 0
-                    and len(window.est_t) >= kill_at, timeout=WAIT_MS)
-    os.kill(window.mapper.pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: window.session.last_map is not None and len(window.session.last_map.vertices) > 0
+                    and len(window.session.est_t) >= kill_at, timeout=WAIT_MS)
+    os.kill(window.stages.mapper.pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: "mapping process died" in window.error_label.text(), timeout=WAIT_MS)
-    window._update_stats()
-    assert "died" in window.stats.value("tracking") and window.run_failed
+    qtbot.waitUntil(lambda: "died" in window.stats.value("tracking"), timeout=WAIT_MS)  # the panel's next refresh
+    assert window.session.run_failed
     assert window.actions_by_key["restart_mapping"].isEnabled()
-    before = window.last_map
+    before = window.session.last_map
     window.export_map(tmp_path / "dead")  # the GUI's copy, every format it holds (a large mesh comes as points)
     mesh = {"mesh.ply", "mesh_rgb.ply", "mesh.glb"}
     held = set(EXPORT_FILES) - (set() if before.triangles is not None and len(before.triangles) else mesh)
     assert {p.name for p in (tmp_path / "dead").iterdir()} == held
     window.restart_mapping()
-    assert window.mapper.alive() and window.last_map is None
+    assert window.stages.mapper.alive() and window.session.last_map is None
     saved = list((tmp_path / "out").glob("map-*-before-restart"))  # the dead map, written before the restart
     assert len(saved) == 1 and {p.name for p in saved[0].iterdir()} == {p.name for p in (tmp_path / "dead").iterdir()}
-    qtbot.waitUntil(lambda: window.last_map is not None and len(window.last_map.timestamps) >= 3, timeout=WAIT_MS)
-    assert window.last_map is not before and window.stats.value("tracking") != "-"
-    assert window.last_map.timestamps[0] > before.timestamps[-1]  # a new map, started where the source is now
+    qtbot.waitUntil(lambda: window.session.last_map is not None and len(window.session.last_map.timestamps) >= 3, timeout=WAIT_MS)
+    assert window.session.last_map is not before and window.stats.value("tracking") != "-"
+    assert window.session.last_map.timestamps[0] > before.timestamps[-1]  # a new map, started where the source is now
