@@ -66,7 +66,7 @@ def _tasks(text: str) -> tuple[str, ...]:
 
 
 class _DeprecatedDepthSource(argparse.Action):
-    """``--depth-source``: sets ``--depth`` and says so on stderr (one vocabulary, ``mapping.interface.DEPTH_MODES``)."""
+    """``--depth-source``: sets ``--depth`` and says so on stderr (one vocabulary: mapping.interface.DEPTH_MODES)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"m2hmx-viewer: {option_string} is deprecated; use --depth {values} (the same values)", file=sys.stderr)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.messages import one_line
+
 # What the GUI draws is bounded: with software OpenGL (Mesa llvmpipe, e.g. under Xvfb) a 100k-triangle mesh
 # takes ~70 ms to draw and 50k points ~40 ms, 20k points ~15 ms (measured), and drawing blocks the GUI thread.
 MAX_MESH_TRIANGLES = 40_000  # more than this: send a point sample of the mesh's vertices instead
@@ -81,13 +83,6 @@ def make_update(snap, frames: int, extract_ms: float) -> MapUpdate:
         extract_ms=extract_ms, frames=frames, loop_lines=np.asarray(snap.loop_lines, np.float32))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    if type(exc).__module__.split(".")[0] == "mapping" and text:  # the project's errors name file and cause
-        return text[-1]
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"
-
-
 def mapping_main(label_space, config, frames, commands, results, snapshot_every_s: float = 1.0) -> None:
     """Process entry point (spawn context): runs until a "stop" command.
 
@@ -96,92 +91,108 @@ def mapping_main(label_space, config, frames, commands, results, snapshot_every_
     A frame of an older generation (sent before a reset) is skipped; one of a newer generation waits
     for its reset (the two queues do not keep each other's order). Every message back carries the
     generation so the GUI can ignore results of a map it has reset."""
-    from mapping.bridge import MappingBridge
-
     try:
         os.nice(NICE)  # the window and perception are interactive; mapping catches up
     except OSError:
         pass
-    bridge = MappingBridge(label_space, config)
-    generation = 0
-    results.put(("ready", (generation, None)))
-    last_snapshot = time.monotonic()
-    interval = snapshot_every_s
-    dirty = False  # frames processed since the last snapshot
-    idle_sent = True
+    _MappingLoop(label_space, config, results, snapshot_every_s).run(frames, commands)
 
-    def send_snapshot() -> None:
-        nonlocal last_snapshot, dirty, interval
+
+class _MappingLoop:
+    """``mapping_main``'s state: the bridge of the current map, its generation, and when to send snapshots."""
+
+    def __init__(self, label_space, config, results, snapshot_every_s: float):
+        from mapping.bridge import MappingBridge
+
+        self.label_space, self.config, self.results = label_space, config, results
+        self.bridge = MappingBridge(label_space, config)
+        self.generation = 0
+        self.snapshot_every_s = self.interval = snapshot_every_s
+        self.last_snapshot = time.monotonic()
+        self.dirty = False  # frames processed since the last snapshot
+        self.idle_sent = True
+
+    def send(self, kind: str, payload) -> None:
+        self.results.put((kind, (self.generation, payload)))
+
+    def send_snapshot(self) -> None:
         t0 = time.perf_counter()
-        snap = bridge.snapshot()
+        snap = self.bridge.snapshot()
         cost = time.perf_counter() - t0
-        results.put(("snapshot", (generation, make_update(snap, bridge.frames, 1000 * cost))))
-        last_snapshot, dirty = time.monotonic(), False
+        self.send("snapshot", make_update(snap, self.bridge.frames, 1000 * cost))
+        self.last_snapshot, self.dirty = time.monotonic(), False
         # extraction is whole-map (0.3-2 s for a room): keep it under a quarter of the mapping time
-        interval = max(snapshot_every_s, SNAPSHOT_COST_FACTOR * cost)
+        self.interval = max(self.snapshot_every_s, SNAPSHOT_COST_FACTOR * cost)
 
-    def run_command(cmd, arg) -> bool:
+    def run_command(self, cmd, arg) -> bool:
         """False on "stop"."""
-        nonlocal bridge, config, generation, dirty
+        from mapping.bridge import MappingBridge
+
         if cmd == "stop":
             return False
         try:
             if cmd == "reset":
-                generation, new_config = arg
-                config = new_config or config  # a new config, e.g. another depth source
-                bridge = MappingBridge(label_space, config)
-                dirty = False
-                send_snapshot()
+                self.generation, new_config = arg
+                self.config = new_config or self.config  # a new config, e.g. another depth source
+                self.bridge = MappingBridge(self.label_space, self.config)
+                self.dirty = False
+                self.send_snapshot()
             elif cmd == "snapshot":
-                send_snapshot()
+                self.send_snapshot()
             elif cmd == "export":
                 try:
-                    results.put(("exported", (generation, [str(p) for p in bridge.export(arg)])))
+                    self.send("exported", [str(p) for p in self.bridge.export(arg)])
                 except Exception as exc:  # a full disk, a read-only folder: the window must hear of it
-                    results.put(("export_failed", (generation, f"export to {arg} failed: {_one_line(exc)}")))
+                    self.send("export_failed", f"export to {arg} failed: {one_line(exc)}")
         except Exception as exc:  # report, keep the map
-            results.put(("error", (generation, f"mapping: {cmd} failed: {_one_line(exc)}")))
+            self.send("error", f"mapping: {cmd} failed: {one_line(exc)}")
         return True
 
-    while True:
-        try:
-            cmd, arg = commands.get_nowait()
-        except queue.Empty:
-            cmd = None
-        if cmd is not None:
-            if not run_command(cmd, arg):
-                break
-            continue
-        try:
-            frame_generation, _, frame = frames.get(timeout=0.05)
-        except queue.Empty:
-            if dirty and time.monotonic() - last_snapshot > 0.25:
-                try:
-                    send_snapshot()  # caught up: show the latest map now
-                except Exception as exc:
-                    dirty = False
-                    results.put(("error", (generation, f"mapping: snapshot failed: {_one_line(exc)}")))
-            if not idle_sent:
-                results.put(("idle", (generation, bridge.frames)))
-                idle_sent = True
-            continue
-        stop = False
-        while frame_generation > generation and not stop:  # its reset is still on the way
-            cmd, arg = commands.get()
-            stop = not run_command(cmd, arg)
-        if stop:
-            break
-        if frame_generation < generation:
-            continue  # sent before a reset
-        idle_sent = False
+    def on_idle(self) -> None:
+        if self.dirty and time.monotonic() - self.last_snapshot > 0.25:
+            try:
+                self.send_snapshot()  # caught up: show the latest map now
+            except Exception as exc:
+                self.dirty = False
+                self.send("error", f"mapping: snapshot failed: {one_line(exc)}")
+        if not self.idle_sent:
+            self.send("idle", self.bridge.frames)
+            self.idle_sent = True
+
+    def process(self, frame) -> None:
+        self.idle_sent = False
         try:
             t0 = time.perf_counter()
-            step = bridge.process(frame)
-            results.put(("step", (generation, step_payload(step, bridge, 1000 * (time.perf_counter() - t0)))))
-            dirty = True
-            if time.monotonic() - last_snapshot >= interval:
-                send_snapshot()
+            step = self.bridge.process(frame)
+            self.send("step", step_payload(step, self.bridge, 1000 * (time.perf_counter() - t0)))
+            self.dirty = True
+            if time.monotonic() - self.last_snapshot >= self.interval:
+                self.send_snapshot()
         except Exception as exc:  # a bad frame: report it, keep the map and go on
-            results.put(("error", (generation, f"mapping: frame at t={frame.timestamp:.3f} s failed: "
-                                               f"{_one_line(exc)}")))
-    results.put(("stopped", (generation, bridge.frames)))
+            self.send("error", f"mapping: frame at t={frame.timestamp:.3f} s failed: {one_line(exc)}")
+
+    def run(self, frames, commands) -> None:
+        self.send("ready", None)
+        while True:
+            try:
+                cmd, arg = commands.get_nowait()
+            except queue.Empty:
+                cmd = None
+            if cmd is not None:
+                if not self.run_command(cmd, arg):
+                    break
+                continue
+            try:
+                frame_generation, _, frame = frames.get(timeout=0.05)
+            except queue.Empty:
+                self.on_idle()
+                continue
+            stop = False
+            while frame_generation > self.generation and not stop:  # its reset is still on the way
+                cmd, arg = commands.get()
+                stop = not self.run_command(cmd, arg)
+            if stop:
+                break
+            if frame_generation >= self.generation:  # else sent before a reset
+                self.process(frame)
+        self.send("stopped", self.bridge.frames)

@@ -145,6 +145,14 @@ class ViewerSession:
             pass
         self.errors.append(text)
 
+    @staticmethod
+    def say(text: str) -> None:
+        """A result the user asked for (a file written), on stdout."""
+        try:
+            print(f"m2hmx-viewer: {text}", flush=True)
+        except (OSError, ValueError):  # stdout closed (a pipe whose reader went away): the window still says it
+            pass
+
     # ------------------------------------------------------------------------------------------ start
     def start(self, predictor, source_label_space) -> list[str]:
         """Take the loaded network; choose the label space (``m2hmx.labels.choose_label_space``); start Rerun
@@ -273,6 +281,20 @@ class ViewerSession:
         """The newest map the window holds: the current one, else the last of a dead process (None: none)."""
         return self.last_map if self.last_map is not None or not self.dead_maps else self.dead_maps[-1]
 
+    def export_last_map(self, out_dir: str) -> tuple[list, str]:
+        """Write the newest map the window holds (``map_to_export``; the mapping process is gone) with
+        ``mapping.export.export_map_update``: (paths written, what to say), no paths on failure."""
+        from mapping.export import export_map_update
+
+        last = self.map_to_export()
+        if last is None:
+            return [], f"export to {out_dir} failed: there is no map to export"
+        try:
+            paths = export_map_update(last, out_dir, self.label_space)
+        except Exception as exc:
+            return [], f"export to {out_dir} failed: {one_line(exc)}"
+        return paths, f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}"
+
     # ------------------------------------------------------------------------------------------ finishing
     def snapshot_arrived(self) -> bool:
         """The final map arrived (or will not): True when the window should draw it and then finish."""
@@ -303,7 +325,8 @@ class ViewerSession:
             rows["latency"] = f"{p50:.0f} / {p95:.0f}"
         if self.last_map is not None:
             m = self.last_map
-            rows["map_size"] = f"{m.total_vertices:,} vertices, {m.total_triangles:,} triangles, {len(m.objects)} objects"
+            rows["map_size"] = (f"{m.total_vertices:,} vertices, {m.total_triangles:,} triangles, "
+                                f"{len(m.objects)} objects")
             rows["loops"] = str(len(m.loop_lines)) if self.options.loop_closure else "off"
         rows["ate"] = (f"{100 * self.ate:.1f} cm over {len(self.est_t)} poses" if self.ate is not None
                        else ("no ground truth" if not self.gt_t else "-"))

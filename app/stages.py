@@ -61,6 +61,16 @@ class Stages:
         if self.perception is not None:
             self.perception.depth_mode = mode
 
+    def restart(self, parent) -> bool:
+        """The source from its first frame (perception started again if it had stopped); False without one."""
+        if self.capture is None:
+            return False
+        self.capture.restart()
+        self.display_slot.clear()
+        if self.perception is not None and not self.perception.isRunning():
+            self.new_perception(parent)
+        return True
+
     def start_capture(self) -> None:
         if self.capture is not None and not self.capture.isRunning():
             self.capture.start()

@@ -11,15 +11,13 @@ from pathlib import Path
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from app.messages import one_line
 from app.session import RunState, ViewerOptions, ViewerSession, load, up_transform
 from app.stages import Stages
 from app.widgets.controls import build_controls, show_help
 from app.widgets.map_view import MapView
-from app.widgets.panels import ImagePanels
-from app.widgets.png import save_screenshots
+from app.widgets.panels import ImagePanels, main_layout
+from app.widgets.png import ask_png_path, save_screenshots
 from app.widgets.stats import StatsPanel
-from mapping.export import export_map_update
 
 VIEW_REFRESH_S = 0.25  # the camera frustum in the 3D view moves at most 4 times a second
 STATS_REFRESH_S = 0.25
@@ -73,22 +71,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.map_view = MapView()
         self.map_view.setMinimumSize(420, 320)
         self.stats = StatsPanel()
-        left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        left.addWidget(self.panels)
-        bottom = QtWidgets.QWidget()
-        row = QtWidgets.QHBoxLayout(bottom)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(_boxed("Classes", self.panels.legend), 1)
-        row.addWidget(self.stats, 1)
-        left.addWidget(bottom)
-        left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 1)
-        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(_boxed("3D map (drag: orbit, wheel: zoom, middle-drag: pan)", self.map_view))
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        self.setCentralWidget(split)
+        self.setCentralWidget(main_layout(self.panels, self.stats, self.map_view))
         self.error_label = QtWidgets.QLabel("")
         self.error_label.setStyleSheet("color: #ff5050; font-weight: bold;")
         self.statusBar().addPermanentWidget(self.error_label, 1)
@@ -110,10 +93,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def say(self, text: str, timeout_ms: int = 8000) -> None:
         """A result the user asked for (a file written): in the status bar and on stdout."""
-        try:
-            print(f"m2hmx-viewer: {text}", flush=True)
-        except (OSError, ValueError):  # stdout closed (a pipe whose reader went away): the status bar still says it
-            pass
+        self.session.say(text)
         self.status(text, timeout_ms)
 
     def _update_mode_label(self) -> None:
@@ -160,11 +140,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------------------------------ controls
     def toggle_play(self) -> None:
-        if self.stages.capture is None:
-            return
-        self.stages.capture.set_paused(not self.stages.capture.paused)
-        self.actions_by_key["play"].setChecked(not self.stages.capture.paused)
-        self._update_mode_label()
+        if self.stages.capture is not None:
+            self.stages.capture.set_paused(not self.stages.capture.paused)
+            self.actions_by_key["play"].setChecked(not self.stages.capture.paused)
+            self._update_mode_label()
 
     def step(self) -> None:
         if self.stages.capture is not None:
@@ -173,12 +152,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._update_mode_label()
 
     def restart(self) -> None:
-        if self.stages.capture is None:
+        if not self.stages.restart(self):
             return
-        self.stages.capture.restart()
-        self.stages.display_slot.clear()
-        if self.stages.perception is not None and not self.stages.perception.isRunning():
-            self.stages.new_perception(self)
         self._reset_map_state()
         self.session.state = RunState.RUNNING
         self.status("restarted from the first frame")
@@ -235,14 +210,11 @@ class MainWindow(QtWidgets.QMainWindow):
         return written
 
     def screenshot_as(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", self.options.output_dir,
-                                                        "PNG images (*.png)")
-        if path:
-            self.save_screenshots(path if path.lower().endswith(".png") else path + ".png")
+        if path := ask_png_path(self, self.options.output_dir):
+            self.save_screenshots(path)
 
     def export_as(self) -> None:
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Export map into", self.options.output_dir)
-        if folder:
+        if folder := QtWidgets.QFileDialog.getExistingDirectory(self, "Export map into", self.options.output_dir):
             self.export_map(folder)
 
     def export_map(self, out_dir: str | Path | None = None) -> None:
@@ -254,15 +226,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.stages.mapper.command("export", out_dir)
             self.status(f"exporting the map to {out_dir} ...")
             return
-        last, paths = self.session.map_to_export(), []
-        if last is None:
-            self.fail(f"export to {out_dir} failed: there is no map to export")
+        paths, text = self.session.export_last_map(out_dir)
+        if paths:
+            self.say(text)
         else:
-            try:
-                paths = export_map_update(last, out_dir, self.session.label_space)
-                self.say(f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}")
-            except Exception as exc:
-                self.fail(f"export to {out_dir} failed: {one_line(exc)}")
+            self.fail(text)
         self._export_done(paths)
 
     def _export_done(self, paths: list) -> None:
@@ -388,14 +356,6 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
-
-
-def _boxed(title: str, widget: QtWidgets.QWidget) -> QtWidgets.QGroupBox:
-    box = QtWidgets.QGroupBox(title)
-    layout = QtWidgets.QVBoxLayout(box)
-    layout.setContentsMargins(2, 2, 2, 2)
-    layout.addWidget(widget)
-    return box
 
 
 def _stamp() -> str:

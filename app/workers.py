@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PyQt6 import QtCore
 
-from app.messages import one_line, plain
+from app.messages import one_line
 from app.sources import resize_frame
 from app.widgets.image_panel import colorize_depth
 from m2hmx.data import Frame

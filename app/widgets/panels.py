@@ -1,8 +1,8 @@
-"""The viewer's image panels (RGB, predicted and sensor depth, segmentation, normals, edges) and the class
+"""The viewer's layout: image panels (RGB, predicted and sensor depth, segmentation, normals, edges) and the class
 legend, and how one perception result is drawn into them."""
 from __future__ import annotations
 
-from PyQt6 import QtWidgets
+from PyQt6 import QtCore, QtWidgets
 
 from app.widgets.image_panel import DepthPanel, ImagePanel
 from app.widgets.legend import ClassLegend
@@ -62,3 +62,31 @@ class ImagePanels(QtWidgets.QWidget):
                 if message.endswith("off (--tasks)"):
                     panel.set_title(f"{name} (off)")
         return no_classes
+
+
+def main_layout(panels: ImagePanels, stats: QtWidgets.QWidget, map_view: QtWidgets.QWidget) -> QtWidgets.QWidget:
+    """The window's content: the image panels above the legend and statistics, the 3D map on the right."""
+    left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+    left.addWidget(panels)
+    bottom = QtWidgets.QWidget()
+    row = QtWidgets.QHBoxLayout(bottom)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(_boxed("Classes", panels.legend), 1)
+    row.addWidget(stats, 1)
+    left.addWidget(bottom)
+    left.setStretchFactor(0, 3)
+    left.setStretchFactor(1, 1)
+    split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+    split.addWidget(left)
+    split.addWidget(_boxed("3D map (drag: orbit, wheel: zoom, middle-drag: pan)", map_view))
+    split.setStretchFactor(0, 3)
+    split.setStretchFactor(1, 2)
+    return split
+
+
+def _boxed(title: str, widget: QtWidgets.QWidget) -> QtWidgets.QGroupBox:
+    box = QtWidgets.QGroupBox(title)
+    layout = QtWidgets.QVBoxLayout(box)
+    layout.setContentsMargins(2, 2, 2, 2)
+    layout.addWidget(widget)
+    return box

@@ -36,3 +36,9 @@ def save_screenshots(window: QtWidgets.QWidget, map_view, path: Path) -> list[Pa
     view = map_view.screenshot()
     return [write_png(window_image(window, map_view, view), path),
             write_png(view, path.with_name(path.stem + "_map.png"))]
+
+
+def ask_png_path(parent: QtWidgets.QWidget, folder: str) -> str:
+    """A PNG path chosen in a file dialog ("" when cancelled); ".png" is added when missing."""
+    path, _ = QtWidgets.QFileDialog.getSaveFileName(parent, "Save screenshot", folder, "PNG images (*.png)")
+    return path if not path or path.lower().endswith(".png") else path + ".png"
