@@ -6,6 +6,7 @@ context, which re-imports the main module, and ``--help`` should not wait for Qt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -171,14 +172,12 @@ def options_from_args(args: argparse.Namespace):
         else:
             note = (f"bundled model {bundled.name} not found in {bundled.parent}: no predictions; showing the "
                     "sensor depth and the ground-truth labels (pass --checkpoint FILE)")
-    return ViewerOptions(
-        source=spec, checkpoint=checkpoint, checkpoint_note=note, device=args.device, labelspace=args.labelspace,
-        depth=args.depth, depth_scale=args.depth_scale, output_dir=args.output_dir, size=args.size,
-        max_frames=args.max_frames, screenshot=args.screenshot, export=args.export,
-        quit_when_done=args.quit_when_done, snapshot_every_s=args.snapshot_interval, loop_frames=args.loop,
-        torch_threads=args.torch_threads, odometry=args.odometry, tasks=args.tasks, loop_closure=args.loop_closure,
-        rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
+    named = {f.name: getattr(args, f.name) for f in dataclasses.fields(ViewerOptions) if hasattr(args, f.name)}
+    named.update(  # the options whose flags have other names or shapes
+        source=spec, checkpoint=checkpoint, checkpoint_note=note, snapshot_every_s=args.snapshot_interval,
+        loop_frames=args.loop, rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
         if args.rerun_connect else ("spawn", None) if args.rerun else None)
+    return ViewerOptions(**named)
 
 
 def main(argv: list[str] | None = None) -> int:

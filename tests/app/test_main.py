@@ -62,3 +62,15 @@ def test_one_depth_vocabulary_and_the_old_flag_still_works_with_a_notice(capsys)
                 build_parser().parse_args(["--depth", mode])
     with pytest.raises(ValueError):
         MappingConfig(depth_mode="source")
+
+
+def test_every_flag_reaches_its_option():
+    opts = options_from_args(build_parser().parse_args(
+        ["--device", "cuda:1", "--labelspace", "nyu40", "--output-dir", "o", "--screenshot", "s.png", "--export", "e",
+         "--quit-when-done", "--torch-threads", "2", "--loop-closure", "--snapshot-interval", "2.5", "--loop", "50",
+         "--rerun-save", "r.rrd", "--tasks", "depth,semseg"]))
+    assert (opts.device, opts.labelspace, opts.output_dir, opts.screenshot, opts.export) == \
+        ("cuda:1", "nyu40", "o", "s.png", "e")
+    assert opts.quit_when_done and opts.torch_threads == 2 and opts.loop_closure and opts.tasks == ("depth", "semseg")
+    assert (opts.snapshot_every_s, opts.loop_frames, opts.rerun) == (2.5, 50, ("save", "r.rrd"))
+    assert options_from_args(build_parser().parse_args(["--rerun"])).rerun == ("spawn", None)
