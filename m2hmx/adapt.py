@@ -187,21 +187,15 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     """Fine-tune ``checkpoint`` on ``source``'s RGB-D frames within ``config.minutes`` of wall clock counted from
     ``started`` (``time.perf_counter()``; default: now); write ``out`` (safetensors) and ``<out stem>.card.md``
     and ``<out stem>.train_log.csv`` beside it."""
-    from m2hmx.checkpoint import CheckpointError, load_model, read_checkpoint_info, save_checkpoint
+    from m2hmx.checkpoint import CheckpointError, read_checkpoint_info
     from m2hmx.data.torch_datasets import FrameDataset
     from m2hmx.predictor import Predictor
-    from m2hmx.train import DEFAULTS, TrainError, check_prefixes, train
+    from m2hmx.train import TrainError, train
 
     config = config or AdaptConfig()
     t0 = time.perf_counter() if started is None else started
-    budget = 60.0 * float(config.minutes)
-    if not budget > 0:
-        raise AdaptError(f"--minutes must be > 0, got {config.minutes}")
-    if not 0 <= config.holdout < 1:
-        raise AdaptError(f"--holdout must be in [0, 1), got {config.holdout}")
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise AdaptError(f"--out {out}: the model file must end in .safetensors")
+    budget, out = 60.0 * float(config.minutes), Path(out)
+    _check_options(config, out)
     if config.threads:
         torch.set_num_threads(int(config.threads))
     try:
@@ -218,27 +212,10 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     if budget - (time.perf_counter() - t0) < 10.0:  # loading and scoring the model alone take seconds
         raise refuse("before the model is loaded")
     tick = time.perf_counter()
-    try:
-        teacher = load_model(checkpoint, config.device)
-    except CheckpointError as exc:
-        raise AdaptError(str(exc)) from None
+    teacher = _load_teacher(checkpoint, config)
     load_s = time.perf_counter() - tick  # what building the trained copy will take too
-    if config.parts is not None:
-        try:
-            check_prefixes(teacher, config.parts)
-        except TrainError as exc:
-            raise AdaptError(str(exc).replace("train.trainable", "--train")) from None
     first = config.frames[0]
-    n_hold = int(round(config.holdout * len(frames)))
-    if n_hold and len(frames) - n_hold < config.batch_size:
-        raise AdaptError(f"{len(frames)} frames leave {len(frames) - n_hold} to train on after the held-out "
-                         f"{n_hold}; need at least the batch size {config.batch_size}")
-    train_frames = frames[:len(frames) - n_hold]
-    if len(train_frames) < config.batch_size:
-        raise AdaptError(f"{len(train_frames)} frames to train on; need at least the batch size {config.batch_size}")
-    held = frames[len(frames) - n_hold:]
-    if len(held) > config.eval_frames:
-        held = [held[i] for i in np.linspace(0, len(held) - 1, config.eval_frames).round().astype(int)]
+    train_frames, held, n_hold = _split_frames(frames, config)
 
     # Score the starting model now; its time is what scoring the adapted model will take at the end.
     start_predictor = Predictor(teacher, config.device)
@@ -256,18 +233,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
         train_s = budget - (time.perf_counter() - t0) - 1.5 * score_s - margin
         if train_s <= load_s + 1.0:
             raise refuse("before training starts")
-        cfg = copy.deepcopy(DEFAULTS)
-        cfg["config_file"] = "adapt"
-        overrides = net_config.to_dict()
-        overrides["backbone"]["weights"] = None
-        cfg["model"] = {"preset": "m2hmx-demo", "overrides": overrides}
-        cfg["optim"].update(lr=float(config.lr), backbone_lr_scale=1.0, warmup_steps=int(config.warmup_steps),
-                            schedule="cosine")
-        cfg["loss"] = {"depth_log_l1": 1.0}
-        cfg["train"].update(steps=int(config.steps or 10 ** 9), minutes=train_s / 60.0, batch_size=int(config.batch_size),
-                            seed=int(config.seed), out_dir=str(work), ckpt_every=10 ** 9, log_every=10,
-                            device=config.device, init_from=str(checkpoint),
-                            trainable=None if config.parts is None else list(config.parts))
+        cfg = _recipe(config, net_config, checkpoint, work, train_s)
         tick = time.perf_counter()
         try:
             module = train(cfg, progress=progress, dataset=dataset, add_targets=Distiller(teacher))
@@ -287,20 +253,89 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
                              holdout_frames=(first + len(train_frames), first + len(frames)) if n_hold else None,
                              before=before, after=after, label_agreement=agreement, train_s=train_wall,
                              scored=[int(f.index) for f in held])
-        log_vars = module.criterion.uncertainty.log_vars.tolist() if module.criterion.uncertainty else None
-        save_checkpoint(out, model, extra={
-            "adapted_from": str(checkpoint), "adapted_from_extra": extra, "recording": recording or source.name,
-            "train_frames": list(result.train_frames), "holdout_frames": result.holdout_frames and list(
-                result.holdout_frames), "steps": steps, "minutes": config.minutes, "log_vars": log_vars,
-            "holdout_before": before, "holdout_after": after, "label_agreement": agreement})
-        log = out.with_name(out.stem + ".train_log.csv")
-        atomic_write_bytes(log, (work / "log.csv").read_bytes())
+        _save(result, module, config, checkpoint, extra, recording or source.name, work / "log.csv")
         result.wall_s = time.perf_counter() - t0
         _write_card(result, config, checkpoint, recording or source.name, held, net_config)
         result.wall_s = time.perf_counter() - t0
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _save(result: AdaptResult, module, config: AdaptConfig, checkpoint, extra: dict, recording: str,
+          log_csv: Path) -> None:
+    """The adapted model (with where it came from and its held-out scores) and its training log beside it."""
+    from m2hmx.checkpoint import save_checkpoint
+
+    log_vars = module.criterion.uncertainty.log_vars.tolist() if module.criterion.uncertainty else None
+    save_checkpoint(result.out, module.model, extra={
+        "adapted_from": str(checkpoint), "adapted_from_extra": extra, "recording": recording,
+        "train_frames": list(result.train_frames), "holdout_frames": result.holdout_frames and list(
+            result.holdout_frames), "steps": result.steps, "minutes": config.minutes, "log_vars": log_vars,
+        "holdout_before": result.before, "holdout_after": result.after, "label_agreement": result.label_agreement})
+    atomic_write_bytes(result.out.with_name(result.out.stem + ".train_log.csv"), log_csv.read_bytes())
+
+
+def _load_teacher(checkpoint, config: AdaptConfig):
+    """The starting model (the distillation teacher); the parts to train (``--train``) must name some of it."""
+    from m2hmx.checkpoint import CheckpointError, load_model
+    from m2hmx.train import TrainError, check_prefixes
+
+    try:
+        teacher = load_model(checkpoint, config.device)
+    except CheckpointError as exc:
+        raise AdaptError(str(exc)) from None
+    if config.parts is not None:
+        try:
+            check_prefixes(teacher, config.parts)
+        except TrainError as exc:
+            raise AdaptError(str(exc).replace("train.trainable", "--train")) from None
+    return teacher
+
+
+def _check_options(config: AdaptConfig, out: Path) -> None:
+    if not 60.0 * float(config.minutes) > 0:
+        raise AdaptError(f"--minutes must be > 0, got {config.minutes}")
+    if not 0 <= config.holdout < 1:
+        raise AdaptError(f"--holdout must be in [0, 1), got {config.holdout}")
+    if out.suffix != ".safetensors":
+        raise AdaptError(f"--out {out}: the model file must end in .safetensors")
+
+
+def _split_frames(frames: list, config: AdaptConfig) -> tuple[list, list, int]:
+    """(frames to train on, held-out frames to score (at most ``eval_frames``, evenly spread), frames held out):
+    the last ``holdout`` fraction of the recording is held out."""
+    n_hold = int(round(config.holdout * len(frames)))
+    if n_hold and len(frames) - n_hold < config.batch_size:
+        raise AdaptError(f"{len(frames)} frames leave {len(frames) - n_hold} to train on after the held-out "
+                         f"{n_hold}; need at least the batch size {config.batch_size}")
+    train_frames = frames[:len(frames) - n_hold]
+    if len(train_frames) < config.batch_size:
+        raise AdaptError(f"{len(train_frames)} frames to train on; need at least the batch size {config.batch_size}")
+    held = frames[len(frames) - n_hold:]
+    if len(held) > config.eval_frames:
+        held = [held[i] for i in np.linspace(0, len(held) - 1, config.eval_frames).round().astype(int)]
+    return train_frames, held, n_hold
+
+
+def _recipe(config: AdaptConfig, net_config, checkpoint, work: Path, train_s: float) -> dict:
+    """The training recipe (``m2hmx.train``) of an adaptation: the checkpoint's network from its weights,
+    depth distilled with the log-L1 anchor, for ``train_s`` seconds, written into ``work``."""
+    from m2hmx.train import DEFAULTS
+
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["config_file"] = "adapt"
+    overrides = net_config.to_dict()
+    overrides["backbone"]["weights"] = None
+    cfg["model"] = {"preset": "m2hmx-demo", "overrides": overrides}
+    cfg["optim"].update(lr=float(config.lr), backbone_lr_scale=1.0, warmup_steps=int(config.warmup_steps),
+                        schedule="cosine")
+    cfg["loss"] = {"depth_log_l1": 1.0}
+    cfg["train"].update(steps=int(config.steps or 10 ** 9), minutes=train_s / 60.0, batch_size=int(config.batch_size),
+                        seed=int(config.seed), out_dir=str(work), ckpt_every=10 ** 9, log_every=10,
+                        device=config.device, init_from=str(checkpoint),
+                        trainable=None if config.parts is None else list(config.parts))
+    return cfg
 
 
 def _last_step(log_csv: Path) -> int:

@@ -313,11 +313,13 @@ def test_viewer_logs_its_run_to_a_rerun_recording(make_window, demo_options, qtb
         pass
     window.shutdown()  # closes the recording: the .rrd appears under its name
     cols = rrd_columns(rrd)
-    assert len(cols["/world/camera/image/rgb"]["frame"]) == window.frames_shown >= 1
-    assert len(cols["/world/camera/image/segmentation"]["frame"]) == window.frames_shown  # ground-truth labels
+    assert len(cols["/world/camera/image/rgb"]["frame"]) == window.session.frames_shown >= 1
+    assert len(cols["/world/camera/image/segmentation"]["frame"]) == window.session.frames_shown  # ground-truth labels
     logged = np.array([v[0] for v in cols["/world/camera"]["Transform3D:translation"]])
-    assert len(logged) == len(window.est_poses) and np.allclose(logged, np.array(window.est_poses)[:, :3, 3], atol=1e-5)
-    assert len(cols["/world/mesh"]["frame"]) >= 1 and len(cols["/stats/latency_ms"]["frame"]) == window.frames_shown
+    est_poses = np.array(window.session.est_poses)
+    assert len(logged) == len(est_poses) and np.allclose(logged, est_poses[:, :3, 3], atol=1e-5)
+    assert len(cols["/world/mesh"]["frame"]) >= 1
+    assert len(cols["/stats/latency_ms"]["frame"]) == window.session.frames_shown
 
 
 def test_rerun_addresses():
