@@ -515,18 +515,14 @@ def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_
     ``dataset``: train on these items instead of building ``cfg["data"]`` (e.g. one recording's frames);
     ``add_targets(batch) -> batch``: called on each batch on the device before the forward pass (e.g. targets
     distilled from a teacher network)."""
-    from tqdm import tqdm
-
-    from m2hmx.checkpoint import save_checkpoint
     from m2hmx.labels import load_label_space
     from m2hmx.model import build_model
 
-    tcfg, ocfg = cfg["train"], cfg["optim"]
+    tcfg = cfg["train"]
     called = time.perf_counter()
     if tcfg["threads"]:
         torch.set_num_threads(int(tcfg["threads"]))
     rank, world, device = _dist_setup(tcfg["device"])
-    main_rank = rank == 0
     seed = int(tcfg["seed"])
     random.seed(seed)
     np.random.seed(seed)
@@ -535,7 +531,7 @@ def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_
     model_config = build_model_config(cfg["model"])
     label_space = load_label_space(model_config.label_space)
     dataset = SeededItems(dataset if dataset is not None else
-                          build_dataset(cfg["data"], label_space, progress and main_rank))
+                          build_dataset(cfg["data"], label_space, progress and rank == 0))
     model = build_model(model_config)
     try:
         weights = LossWeights(**cfg["loss"])
@@ -546,135 +542,157 @@ def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_
     module.to(device).train()
     if tcfg["trainable"] is not None:
         freeze_except(model, tcfg["trainable"])
+    run = _TrainRun(cfg, module, rank, world, device, called)
+    run.run(dataset, add_targets, progress)
+    return module
 
-    optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=tuple(ocfg["betas"]))
-    total = int(tcfg["steps"])
-    budget_s = None if tcfg["minutes"] is None else 60.0 * float(tcfg["minutes"])
-    clock = {"start": None}  # the schedule's clock runs from the first step, the budget from this call
 
-    def time_progress() -> float | None:
-        if budget_s is None or clock["start"] is None:
+class _TrainRun:
+    """``train``'s optimiser, schedule, clock, checkpoints and log for one rank."""
+
+    def __init__(self, cfg: dict, module: TrainModule, rank: int, world: int, device: torch.device, called: float):
+        tcfg, ocfg = cfg["train"], cfg["optim"]
+        self.cfg, self.module, self.rank, self.world, self.device = cfg, module, rank, world, device
+        self.main_rank = rank == 0
+        self.optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=tuple(ocfg["betas"]))
+        self.total = int(tcfg["steps"])
+        self.called = called
+        self.budget_s = None if tcfg["minutes"] is None else 60.0 * float(tcfg["minutes"])
+        self.started: float | None = None  # the schedule's clock runs from the first step, the budget from the call
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
+            s, self.total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"]),
+            self.time_progress()))
+        self.out_dir = Path(tcfg["out_dir"])
+        self.last = self.out_dir / "last.pt"
+        self.start = self._resume_or_init()
+        if self.main_rank:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.stop = min(self.total, int(tcfg["stop_at"])) if tcfg["stop_at"] is not None else self.total
+        tasks = sorted(module.model.config.tasks)
+        self.log_path = self.out_dir / "log.csv"
+        self.fields = ["step", "epoch", "lr", "loss"] + [f"loss_{t}" for t in tasks] + \
+            [f"logvar_{t}" for t in tasks] + ["grad_norm", "sec_per_step"]
+        if self.main_rank:
+            _trim_log(self.log_path, self.fields, self.start)
+
+    def time_progress(self) -> float | None:
+        if self.budget_s is None or self.started is None:
             return None
-        return (time.perf_counter() - clock["start"]) / max(1e-6, budget_s - (clock["start"] - called))
+        return (time.perf_counter() - self.started) / max(1e-6, self.budget_s - (self.started - self.called))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"]), time_progress()))
+    def _resume_or_init(self) -> int:
+        """The step to start from: last.pt's (it holds the whole state: init_from does not apply), else 0."""
+        tcfg = self.cfg["train"]
+        if tcfg["resume"]:
+            if not self.last.is_file():
+                raise TrainError(f"cannot resume: {self.last} does not exist")
+            state = torch.load(self.last, map_location=self.device, weights_only=False)
+            self.module.load_state_dict(state["module"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
+            return int(state["step"])
+        if tcfg["init_from"]:
+            _init_from(self.module, tcfg["init_from"])
+        return 0
 
-    out_dir = Path(tcfg["out_dir"])
-    last = out_dir / "last.pt"
-    start = 0
-    if tcfg["resume"]:  # last.pt holds the whole state: init_from does not apply
-        if not last.is_file():
-            raise TrainError(f"cannot resume: {last} does not exist")
-        state = torch.load(last, map_location=device, weights_only=False)
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-    elif tcfg["init_from"]:
-        _init_from(module, tcfg["init_from"])
-    if main_rank:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    def save(self, step: int) -> None:
+        from m2hmx.checkpoint import save_checkpoint
 
-    stop = min(total, int(tcfg["stop_at"])) if tcfg["stop_at"] is not None else total
-    sampler = StepBatches(len(dataset), int(tcfg["batch_size"]), stop, seed, start, rank, world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(tcfg["num_workers"]),
-                        pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
-
-    net = module
-    if world > 1:
-        # find_unused_parameters: heads whose aux weight is 0 (normals) produce outputs no loss uses
-        net = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=True)
-
-    def save(step: int) -> None:
-        rngs = [None] * world
-        if world > 1:
+        rngs = [None] * self.world
+        if self.world > 1:
             torch.distributed.all_gather_object(rngs, _rng_state())
         else:
             rngs = [_rng_state()]
-        if not main_rank:
+        if not self.main_rank:
             return
-        _atomic_torch_save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "step": step, "rng": rngs, "config": cfg}, last)
-        save_checkpoint(out_dir / "model.safetensors", model,
-                        extra={"step": step, "recipe": Path(cfg["config_file"]).stem,
+        module, criterion = self.module, self.module.criterion
+        _atomic_torch_save({"module": module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "step": step, "rng": rngs, "config": self.cfg},
+                           self.last)
+        save_checkpoint(self.out_dir / "model.safetensors", module.model,
+                        extra={"step": step, "recipe": Path(self.cfg["config_file"]).stem,
                                "log_vars": criterion.uncertainty.log_vars.tolist() if criterion.uncertainty else None})
 
-    log_path = out_dir / "log.csv"
-    fields = ["step", "epoch", "lr", "loss"] + [f"loss_{t}" for t in sorted(model_config.tasks)] + \
-             [f"logvar_{t}" for t in sorted(model_config.tasks)] + ["grad_norm", "sec_per_step"]
-    if main_rank:
-        _trim_log(log_path, fields, start)
-    sums: dict[str, float] = {}
-    count, tick = 0, time.perf_counter()
-    bar = tqdm(total=stop if budget_s is None else round(budget_s), initial=start if budget_s is None else 0,
-               unit="step" if budget_s is None else "s", desc="train", disable=not (progress and main_rank),
-               dynamic_ncols=True)
-    step = start
-    clock["start"] = time.perf_counter()
-    save_s = 0.0 if budget_s is None else 2.0  # the final save is part of the budget
-    last_step_at = clock["start"]
-    try:
-        for batch in loader:
-            if budget_s is not None:  # stop when one more step (as slow as the mean or the last) would overrun it
-                now = time.perf_counter()
-                pace = max((now - clock["start"]) / (step - start), now - last_step_at) if step > start else 0.0
-                if now - called + pace > budget_s - save_s:
-                    break
-                last_step_at = now
-            batch = _to_device(batch, device)
-            if add_targets is not None:
-                batch = add_targets(batch)
-            loss, parts = net(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(ocfg["grad_clip"]))
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss.item()
-            for t, v in parts.items():
-                sums[f"loss_{t}"] = sums.get(f"loss_{t}", 0.0) + v.item()
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
-            count += 1
-            if budget_s is None:
-                bar.update(1)
-            else:
-                bar.n = min(round(budget_s), round(time.perf_counter() - clock["start"]))
-                bar.refresh()
-            bar.set_postfix(step=step, loss=f"{loss.item():.3f}")
-            if main_rank and (step % int(tcfg["log_every"]) == 0 or step == stop):
-                now = time.perf_counter()
-                row = {k: v / count for k, v in sums.items()}
-                row.update(step=step, epoch=step // sampler.per_epoch, lr=scheduler.get_last_lr()[0],
-                           sec_per_step=(now - tick) / count)
-                if criterion.uncertainty is not None:
-                    for t, s in zip(criterion.uncertainty.tasks, criterion.uncertainty.log_vars.tolist()):
-                        row[f"logvar_{t}"] = s
-                _append_log(log_path, fields, row)
-                sums, count, tick = {}, 0, now
-            if step % int(tcfg["ckpt_every"]) == 0 and step != stop:
-                save(step)
-    except KeyboardInterrupt:
-        if main_rank:
-            bar.write(f"interrupted at step {step}: saving {last}")
-    finally:
-        bar.close()
-    if main_rank and count:  # steps since the last log row (a budget or an interrupt ended the run)
+    def log(self, sums: dict, count: int, step: int, per_epoch: int, seconds: float) -> None:
+        """A row of log.csv: the means of ``count`` steps' sums."""
         row = {k: v / count for k, v in sums.items()}
-        row.update(step=step, epoch=step // sampler.per_epoch, lr=scheduler.get_last_lr()[0],
-                   sec_per_step=(time.perf_counter() - tick) / count)
-        if criterion.uncertainty is not None:
-            row.update(zip((f"logvar_{t}" for t in criterion.uncertainty.tasks), criterion.uncertainty.log_vars.tolist()))
-        _append_log(log_path, fields, row)
-    save(step)
-    if world > 1:
-        torch.distributed.barrier()
-    return module
+        row.update(step=step, epoch=step // per_epoch, lr=self.scheduler.get_last_lr()[0], sec_per_step=seconds / count)
+        uncertainty = self.module.criterion.uncertainty
+        if uncertainty is not None:
+            row.update(zip((f"logvar_{t}" for t in uncertainty.tasks), uncertainty.log_vars.tolist()))
+        _append_log(self.log_path, self.fields, row)
+
+    def run(self, dataset: Dataset, add_targets, progress: bool) -> None:
+        from tqdm import tqdm
+
+        tcfg, ocfg, module = self.cfg["train"], self.cfg["optim"], self.module
+        seed, start, stop, budget_s = int(tcfg["seed"]), self.start, self.stop, self.budget_s
+        sampler = StepBatches(len(dataset), int(tcfg["batch_size"]), stop, seed, start, self.rank, self.world)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(tcfg["num_workers"]),
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
+        net = module
+        if self.world > 1:
+            # find_unused_parameters: heads whose aux weight is 0 (normals) produce outputs no loss uses
+            net = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        sums: dict[str, float] = {}
+        count, tick = 0, time.perf_counter()
+        bar = tqdm(total=stop if budget_s is None else round(budget_s), initial=start if budget_s is None else 0,
+                   unit="step" if budget_s is None else "s", desc="train",
+                   disable=not (progress and self.main_rank), dynamic_ncols=True)
+        step = start
+        self.started = time.perf_counter()
+        save_s = 0.0 if budget_s is None else 2.0  # the final save is part of the budget
+        last_step_at = self.started
+        try:
+            for batch in loader:
+                if budget_s is not None:  # stop when one more step (as slow as the mean or the last) would overrun it
+                    now = time.perf_counter()
+                    pace = max((now - self.started) / (step - start), now - last_step_at) if step > start else 0.0
+                    if now - self.called + pace > budget_s - save_s:
+                        break
+                    last_step_at = now
+                batch = _to_device(batch, self.device)
+                if add_targets is not None:
+                    batch = add_targets(batch)
+                loss, parts = net(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(ocfg["grad_clip"]))
+                self.optimizer.step()
+                self.scheduler.step()
+                step += 1
+                sums["loss"] = sums.get("loss", 0.0) + loss.item()
+                for t, v in parts.items():
+                    sums[f"loss_{t}"] = sums.get(f"loss_{t}", 0.0) + v.item()
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                count += 1
+                if budget_s is None:
+                    bar.update(1)
+                else:
+                    bar.n = min(round(budget_s), round(time.perf_counter() - self.started))
+                    bar.refresh()
+                bar.set_postfix(step=step, loss=f"{loss.item():.3f}")
+                if self.main_rank and (step % int(tcfg["log_every"]) == 0 or step == stop):
+                    now = time.perf_counter()
+                    self.log(sums, count, step, sampler.per_epoch, now - tick)
+                    sums, count, tick = {}, 0, now
+                if step % int(tcfg["ckpt_every"]) == 0 and step != stop:
+                    self.save(step)
+        except KeyboardInterrupt:
+            if self.main_rank:
+                bar.write(f"interrupted at step {step}: saving {self.last}")
+        finally:
+            bar.close()
+        if self.main_rank and count:  # steps since the last log row (a budget or an interrupt ended the run)
+            self.log(sums, count, step, sampler.per_epoch, time.perf_counter() - tick)
+        self.save(step)
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def _trim_log(path: Path, fields: list[str], start: int) -> None:
