@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6 import QtCore, QtGui, QtWidgets
 
+from app.mapping_process import export_update
 from app.sources import SourceSpec, open_viewer_source
 from app.widgets.image_panel import DepthPanel, ImagePanel
 from app.widgets.legend import ClassLegend
@@ -516,7 +517,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def export_map(self, out_dir: str | Path | None = None) -> None:
         """Every format of the mapping bridge's export, written by the mapping process; if that process is
-        gone, the last map it sent (mesh/points and trajectory) is written from here instead."""
+        gone, the last map it sent (whole mesh, trajectory, scene graph: ``export_update``) is written from here."""
         out_dir = str(out_dir or Path(self.options.output_dir) / f"map-{self._stamp()}")
         if self.mapper is not None and self.mapper.alive():
             self._pending_export = out_dir
@@ -529,7 +530,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._export_done([])
             return
         try:
-            paths = export_last_map(last, out_dir, self.label_space)
+            paths = export_update(last, out_dir, self.label_space)
             self.say(f"mapping process gone: exported the last map it sent ({len(paths)} files) to {out_dir}")
         except Exception as exc:
             self.fail(f"export to {out_dir} failed: {one_line(exc)}")
@@ -833,33 +834,3 @@ class MainWindow(QtWidgets.QMainWindow):
         self.shutdown()
         super().closeEvent(event)
 
-
-def export_last_map(update, out_dir: str | Path, label_space) -> list[Path]:
-    """Write the GUI's copy of the map (when the mapping process is gone), all or none (``mapping.atomic``):
-    the mesh as PLY (class and RGB colours) and GLB, its vertices as ``points.ply`` (the mapping process sends
-    the whole mesh while it has at most ``MAX_MESH_TRIANGLES`` triangles, else a point sample, which is then
-    all there is), the trajectory (TUM and Hydra CSV), the objects as a scene graph (objects only: places and
-    rooms stay in the process that died) and the label space."""
-    from mapping.atomic import AtomicBatch
-    from mapping.export import write_label_space, write_mesh, write_point_cloud
-    from mapping.scene_graph import ObjectNode, SceneGraph
-    from mapping.trajectory import write_hydra_csv, write_tum
-
-    out = Path(out_dir)
-    names = list(label_space.names)
-    objects = [ObjectNode(i, names.index(name) if name in names else 255, name,
-                          ((np.asarray(lo) + hi) / 2).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(), 0)
-               for i, (name, lo, hi) in enumerate(update.objects)]
-    with AtomicBatch() as batch:
-        if update.triangles is not None and len(update.triangles):
-            write_mesh(out / "mesh.ply", update.vertices, update.triangles, update.class_colors, batch)
-            write_mesh(out / "mesh_rgb.ply", update.vertices, update.triangles, update.rgb_colors, batch)
-            write_mesh(out / "mesh.glb", update.vertices, update.triangles, update.class_colors, batch)
-        if len(update.vertices):
-            write_point_cloud(out / "points.ply", update.vertices, update.rgb_colors, batch)
-        if len(update.timestamps):
-            write_tum(out / "trajectory.tum", update.timestamps, update.poses, batch)
-            write_hydra_csv(out / "trajectory.csv", update.timestamps, update.poses, batch)
-        SceneGraph(objects=[o for o in objects if o.class_id != 255]).write(out, label_space, batch)
-        write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space, batch)
-        return batch.commit()
