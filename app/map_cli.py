@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
-from m2hmx.cli.args import positive_int
+from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_folder, intrinsics,
+                            positive_int, report)
 
 
 VOXEL_RANGE = (0.002, 0.5)  # metres: below 2 mm a room's TSDF exhausts memory, above 0.5 m nothing is left of it
@@ -31,28 +32,6 @@ def _voxel_size(text: str) -> float:
     return value
 
 
-def check_writable(folder: Path) -> None:
-    """Fail at once, not after mapping the whole sequence, when --out cannot be written: an existing folder gets
-    a probe file written and removed; a new one is not created yet (a bad --dataset must leave nothing), its
-    nearest existing parent must be a writable folder."""
-    import os
-    import tempfile
-
-    try:
-        if folder.is_dir():
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".m2hmx-probe-"):
-                return
-        parent = folder.parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise OSError(f"{parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OSError(f"cannot create folders in {parent}")
-    except OSError as exc:
-        raise OSError(f"--out {folder} is not writable: {exc.strerror or exc}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2hmx-map", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="source spec for m2hmx.data.sources.open_source "
@@ -65,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
                    help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
                         "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
+    p.add_argument("--intrinsics", type=intrinsics, default=None, metavar="FX,FY,CX,CY",
+                   help="camera intrinsics in pixels of the recorded images, for a folder, video or image sequence "
+                        "whose own cannot be inferred (e.g. a TUM folder not named fr1/fr2/fr3)")
     p.add_argument("--max-frames", type=positive_int, default=None)
     p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
@@ -97,53 +79,70 @@ def _tasks(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_usage(args)
+    except UsageError as exc:
+        return report("m2hmx-map", exc, USAGE)
+    try:
         return _run(args)
     except KeyboardInterrupt:  # a second Ctrl+C, during the export: the previous export stays whole
         print("m2hmx-map: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # one line for the user, no traceback
-        print(f"m2hmx-map: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return report("m2hmx-map", exc, FAILURE)
+
+
+def check_usage(args) -> None:
+    """Every value wrong on its face, before any work (``UsageError``): inputs that do not exist, outputs that
+    cannot be written, option combinations, missing extras."""
+    from m2hmx import ASSETS_DIR
+
+    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
+        raise UsageError("give one of --rerun, --rerun-connect, --rerun-save")
+    check_input(args.dataset, "--dataset")
+    if args.intrinsics and args.dataset.startswith("synthetic"):
+        raise UsageError(f"--intrinsics: {args.dataset} is a generated room, whose camera is exact")
+    if args.depth == "pred" or args.checkpoint:
+        check_input(args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors"), "--checkpoint", file=True)
+    check_output_folder(args.out, "--out")
+    try:  # unwritable outputs and missing extras fail before the run starts
+        if args.rerun_save:
+            from app.rerun_log import check_rrd_target
+
+            check_rrd_target(args.rerun_save)
+        elif args.rerun_connect:
+            from app.rerun_log import require_rerun
+
+            require_rerun()
+        elif args.rerun:
+            from app.rerun_log import check_spawn
+
+            check_spawn()
+        if args.rosbag:
+            from app.rosbag_io import check_bag_target
+
+            check_bag_target(args.rosbag)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _run(args) -> int:
-    if args.stride < 1:
-        raise ValueError("--stride must be >= 1")
-    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
-        raise ValueError("give one of --rerun, --rerun-connect, --rerun-save")
-    if args.rerun_save:  # unwritable outputs and missing extras fail before the run starts
-        from app.rerun_log import check_rrd_target
-
-        check_rrd_target(args.rerun_save)
-    elif args.rerun_connect:
-        from app.rerun_log import require_rerun
-
-        require_rerun()
-    elif args.rerun:
-        from app.rerun_log import check_spawn
-
-        check_spawn()
-    if args.rosbag:
-        from app.rosbag_io import check_bag_target
-
-        check_bag_target(args.rosbag)
     from app.pipeline import run_mapping
-    from m2hmx.data.sources import open_source
+    from m2hmx.data.sources import describe_intrinsics, open_source
     from m2hmx.labels import load_label_space
     from mapping.bridge import MappingBridge, MappingConfig
     from mapping.scene_graph import score_objects
     from mapping.trajectory import TrajectoryError, ate_rmse, ate_with_scale, rpe_rmse
 
-    check_writable(Path(args.out))
-    source = open_source(args.dataset)
+    source = open_source(args.dataset, intrinsics=args.intrinsics)
+    assumed = describe_intrinsics(source)
+    if assumed:
+        print(f"m2hmx-map: {assumed}", file=sys.stderr)
     predictor = None
     if args.depth == "pred" or args.checkpoint:
         from m2hmx import ASSETS_DIR
         from m2hmx.predictor import Predictor
 
         ckpt = Path(args.checkpoint) if args.checkpoint else ASSETS_DIR / "m2hmx-demo.safetensors"
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
         predictor = Predictor.from_checkpoint(str(ckpt), "cpu", tasks=args.tasks)
     label_space = (predictor.label_space if predictor is not None else None) or source.label_space \
         or load_label_space("scannet20")
@@ -165,7 +164,8 @@ def _run(args) -> int:
     export_s = time.perf_counter() - t1
     n = max(run["frames"], 1)
     metrics = {
-        "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
+        "dataset": args.dataset, "intrinsics": assumed or None, "depth": args.depth, "gt_poses": args.gt_poses,
+        "frames": run["frames"],
         "tracking_failures": run["failures"], "voxel_size_m": bridge.voxel_size,
         "odometry": None if args.gt_poses else bridge.odometry_mode, "odometry_note": bridge.odometry_note,
         "keyframes": bridge.keyframe_count,
@@ -207,10 +207,10 @@ def _run(args) -> int:
              if objects else "") + f"; wrote {len(written) + 1} files to {out}" + extra)
     if run["interrupted"]:
         print(f"m2hmx-map: {run['error']} (map up to that frame exported)", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     if run["error"]:
         print(f"m2hmx-map: error: {run['error']} (map up to that frame exported)", file=sys.stderr)
-        return 1
+        return FAILURE
     return 0
 
 

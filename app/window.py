@@ -360,7 +360,9 @@ class MainWindow(QtWidgets.QMainWindow):
         # meanwhile would all be dropped but one, and tracking would start with a large jump)
         self._update_mode_label()
         what = "network " + Path(opts.checkpoint).name if predictor is not None else "no network"
-        self.status(f"{source.name}: {what}, label space {self.label_space.name}")
+        assumed = getattr(source, "intrinsics_note", "")  # which intrinsics, from where: said on stdout too
+        text = f"{source.name}: {what}, label space {self.label_space.name}"
+        self.say(f"{text}; {assumed}", 0) if assumed else self.status(text)
 
     def _start_rerun(self) -> None:
         from app.rerun_log import RerunLogger

@@ -204,10 +204,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
         raise AdaptError(f"--out {out}: the model file must end in .safetensors")
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    try:
-        net_config, extra = read_checkpoint_info(checkpoint)
-    except CheckpointError as exc:
-        raise AdaptError(str(exc)) from None
+    net_config, extra = read_checkpoint_info(checkpoint)  # CheckpointError: a file that does not load (exit 1)
     long_side = round(WORK_LONG_SIDE * max(net_config.image_size))
     frames = read_recording(source, config.frames, long_side, progress, deadline=t0 + 0.5 * budget)
 
@@ -218,10 +215,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     if budget - (time.perf_counter() - t0) < 10.0:  # loading and scoring the model alone take seconds
         raise refuse("before the model is loaded")
     tick = time.perf_counter()
-    try:
-        teacher = load_model(checkpoint, config.device)
-    except CheckpointError as exc:
-        raise AdaptError(str(exc)) from None
+    teacher = load_model(checkpoint, config.device)
     load_s = time.perf_counter() - tick  # what building the trained copy will take too
     if config.parts is not None:
         try:

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from m2hmx.cli.args import positive_int
+
 TASK_ALIASES = {"edges": "edge", "normal": "normals", "seg": "semseg", "semantics": "semseg"}
 
 
@@ -179,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                         "of the preset / the checkpoint's)")
     parser.add_argument("--height", type=int, default=None, help="input height (default: training size)")
     parser.add_argument("--width", type=int, default=None, help="input width (default: training size)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for the latency")
-    parser.add_argument("--runs", type=int, default=5, help="timed forwards after 2 warm-up ones")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for the latency")
+    parser.add_argument("--runs", type=positive_int, default=5, help="timed forwards after 2 warm-up ones")
     parser.add_argument("--no-latency", action="store_true", help="only parameters and GMACs")
     parser.add_argument("--breakdown", action="store_true", help="also the latency of each part of the network")
     parser.add_argument("--channels-last", action="store_true", help="run channels-last, as the Predictor does on CPU")
@@ -195,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             h, w = resolve_config(args.model, args.tasks).image_size
             args.height, args.width = args.height or h, args.width or w
         r = profile(args.model, args.tasks, args.height, args.width, not args.no_latency, args.runs)
-    except Exception as exc:  # one line for the user: ProfileError, ConfigError, CheckpointError ...
-        print(f"m2hmx-profile: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # one line for the user
+        from m2hmx.cli.args import FAILURE, USAGE, report
+        from m2hmx.config import ConfigError
+
+        # a preset, size or task list wrong on its face: usage; a checkpoint file that does not load: failure
+        return report("m2hmx-profile", exc, USAGE if isinstance(exc, (ProfileError, ConfigError)) else FAILURE)
     if args.json:
         print(json.dumps(r))
     else:
