@@ -187,7 +187,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     """Fine-tune ``checkpoint`` on ``source``'s RGB-D frames within ``config.minutes`` of wall clock counted from
     ``started`` (``time.perf_counter()``; default: now); write ``out`` (safetensors) and ``<out stem>.card.md``
     and ``<out stem>.train_log.csv`` beside it."""
-    from m2hmx.checkpoint import CheckpointError, load_model, read_checkpoint_info, save_checkpoint
+    from m2hmx.checkpoint import load_model, read_checkpoint_info, save_checkpoint
     from m2hmx.data.torch_datasets import FrameDataset
     from m2hmx.predictor import Predictor
     from m2hmx.train import DEFAULTS, TrainError, check_prefixes, train
