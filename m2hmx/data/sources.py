@@ -130,13 +130,16 @@ def open_source(spec: str, data_root: str | None = None, label_tsv: str | None =
 
 
 def describe_intrinsics(source) -> str:
-    """'fx, fy, cx, cy = ... (from WHERE)' for a source's frames, or '' for a source that does not say."""
+    """'fx, fy, cx, cy = ... (from WHERE)' for a recording's frames, or '' for a source that does not say where
+    its intrinsics come from (a generated room's camera is exact; cameras and bags carry their calibration)."""
     import numpy as np
 
+    if not getattr(source, "intrinsics_from", None):
+        return ""
     K = getattr(source, "_intrinsics", None)
     if K is None:
         K = getattr(source, "K", None)
-    if K is None and hasattr(source, "__getitem__") and getattr(source, "intrinsics_from", None):
+    if K is None and hasattr(source, "__getitem__"):
         try:
             K = source[0].K
         except (DatasetError, IndexError):
@@ -145,7 +148,7 @@ def describe_intrinsics(source) -> str:
         return ""
     K = np.asarray(K)
     values = ", ".join(f"{v:g}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
-    return f"intrinsics fx, fy, cx, cy = {values} (from {getattr(source, 'intrinsics_from', 'the source')})"
+    return f"intrinsics fx, fy, cx, cy = {values} (from {source.intrinsics_from})"
 
 
 def _open(spec: str, data_root, label_tsv, intrinsics):

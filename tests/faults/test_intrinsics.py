@@ -65,3 +65,7 @@ def test_viewer_says_which_intrinsics(viewer, qtbot, tmp_path, capfd):
     said = "intrinsics fx, fy, cx, cy = 400, 410, 4.5, 3.5 (from --intrinsics)"
     qtbot.waitUntil(lambda: said in window.statusBar().currentMessage(), timeout=60_000)
     assert said in capfd.readouterr().out
+
+
+def test_a_generated_room_says_nothing_about_intrinsics():
+    assert describe_intrinsics(open_source("synthetic:0")) == ""
