@@ -56,13 +56,20 @@ def check_input(spec: str | None, flag: str, file: bool = False) -> None:
     import re
     from pathlib import Path
 
+    import os
+
     if spec is None:
         return
     text = str(spec)
-    if not file and (text == "synthetic" or text.startswith("synthetic:")
-                     or re.match(r"^(?:scannet/|scans/)?scene\d{4}(_\d{2})?$", text.strip("/"))):
-        return
     path = Path(text).expanduser()
+    if not file and not path.exists():
+        if text == "synthetic" or text.startswith("synthetic:"):
+            return
+        if re.match(r"^(?:scannet/|scans/)?scene\d{4}(_\d{2})?$", text.strip("/")):
+            if not os.environ.get("M2HMX_DATA_ROOT"):  # callers with --data-root pass None
+                raise UsageError(f"{flag} {text}: a ScanNet shorthand needs a data root ($M2HMX_DATA_ROOT or "
+                                 "--data-root where the command has it)")
+            return
     if not path.exists():
         raise UsageError(f"{flag} {text}: no such {'file' if file else 'file or folder'}")
     if file and not path.is_file():

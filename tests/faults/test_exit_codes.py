@@ -17,6 +17,7 @@ CASES = [  # (command, argv with {tmp}, {file} = an existing plain file, {bad} =
     ("m2hmx-map", "--dataset synthetic:0 --depth pred --checkpoint {bad} --out {tmp}/m --no-progress", 1, "bad"),
     ("m2hmx-viewer", f"--checkpoint {MISSING}", 2, "no such file"),
     ("m2hmx-viewer", "--dataset {tmp}/none", 2, "--dataset"),
+    ("m2hmx-viewer", "--dataset scannet/scene0011", 2, "needs a data root"),
     ("m2hmx-viewer", "--export {file}/map", 2, "not writable"),
     ("m2hmx-viewer", "--screenshot {tmp}/shot.png --intrinsics 500,500,320,240", 2, "--intrinsics goes with"),
     ("m2hmx-eval", f"--checkpoint {MISSING} --dataset synthetic:1", 2, "no such file"),
@@ -40,6 +41,7 @@ CASES = [  # (command, argv with {tmp}, {file} = an existing plain file, {bad} =
 @pytest.mark.parametrize("prog, argv, code, words", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_usage_errors_exit_2_and_failures_exit_1(prog, argv, code, words, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":0")  # the viewer's checks come before its display check: no window opens
+    monkeypatch.delenv("M2HMX_DATA_ROOT", raising=False)
     (tmp_path / "plain").write_text("a file, not a folder")
     (tmp_path / "bad.safetensors").write_bytes(b"not a model at all" * 10)
     args = argv.format(tmp=tmp_path, file=tmp_path / "plain", bad=tmp_path / "bad.safetensors").split()
