@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
-from m2hmx.cli.args import positive_int
+from m2hmx.cli.args import (FAILURE, USAGE, UsageError, check_input, check_output_file, check_output_folder, intrinsics,
+                            positive_int, report)
 from m2hmx.data.synthetic import FIRST_HELD_OUT_SEED
 from mapping.interface import VIEWER_DEPTH_MODES
 
@@ -34,6 +35,9 @@ examples:
 keys: Space play/pause, N or Right step, R restart, Ctrl+R reset map, M restart mapping, C colour mode,
       D depth into the map, S screenshot, Ctrl+S screenshot as, E export map, Ctrl+E export as, F1 help, Q quit
 """
+
+
+OUTPUT_DIR = "m2hmx-output"
 
 
 def bundled_model() -> Path:
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a ScanNet export folder or .sens, TUM RGB-D or 7-Scenes folder, NYUv2 .mat, image "
                           "folder, 'scannet/sceneXXXX' (under --data-root) or 'synthetic:SEED'")
     src.add_argument("--video", metavar="FILE", help="a video file")
+    group.add_argument("--intrinsics", type=intrinsics, metavar="FX,FY,CX,CY",
+                       help="with --dataset or --video: camera intrinsics in pixels of the recorded images, for a "
+                            "recording whose own cannot be inferred (e.g. a TUM folder not named fr1/fr2/fr3)")
     group.add_argument("--record", metavar="FILE.bag",
                        help="with --realsense: also record the camera to this .bag (for m2hmx-adapt)")
     group.add_argument("--demo-seed", type=int, default=FIRST_HELD_OUT_SEED, metavar="SEED",
@@ -131,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-frames", type=positive_int, metavar="N", help="stop reading the source after N frames")
     run.add_argument("--loop", type=positive_int, metavar="N",
                      help="play a finite source back and forth for N frames (soak tests)")
-    run.add_argument("--output-dir", default="m2hmx-output", metavar="DIR",
+    run.add_argument("--output-dir", default=OUTPUT_DIR, metavar="DIR",
                      help="where S / E put screenshots and map exports (./m2hmx-output)")
     run.add_argument("--screenshot", metavar="PATH",
                      help="when the run is done, save the window to PATH and the 3D view to PATH_map.png")
@@ -159,9 +166,9 @@ def options_from_args(args: argparse.Namespace):
     elif args.realsense_bag:
         spec = SourceSpec("realsense-bag", args.realsense_bag)
     elif args.dataset:
-        spec = SourceSpec("dataset", args.dataset, data_root=args.data_root)
+        spec = SourceSpec("dataset", args.dataset, data_root=args.data_root, intrinsics=args.intrinsics)
     elif args.video:
-        spec = SourceSpec("video", args.video)
+        spec = SourceSpec("video", args.video, intrinsics=args.intrinsics)
     else:
         spec = SourceSpec("demo", demo_seed=args.demo_seed)
     checkpoint, note = args.checkpoint, ""
@@ -178,6 +185,24 @@ def options_from_args(args: argparse.Namespace):
         loop_frames=args.loop, rerun=("save", args.rerun_save) if args.rerun_save else ("connect", args.rerun_connect)
         if args.rerun_connect else ("spawn", None) if args.rerun else None)
     return ViewerOptions(**named)
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """Inputs that do not exist, outputs that cannot be written, --intrinsics without a recording: ``UsageError``
+    before the window opens."""
+    if args.intrinsics and not (args.dataset or args.video):
+        raise UsageError("--intrinsics goes with --dataset or --video (cameras and generated rooms know their own)")
+    if args.intrinsics and args.dataset and args.dataset.startswith("synthetic"):
+        raise UsageError(f"--intrinsics: {args.dataset} is a generated room, whose camera is exact")
+    check_input(args.dataset if args.data_root is None else None, "--dataset")
+    check_input(args.video, "--video", file=True)
+    check_input(args.realsense_bag, "--realsense-bag", file=True)
+    check_input(args.checkpoint, "--checkpoint", file=True)
+    if args.export:
+        check_output_folder(args.export, "--export")
+    if args.output_dir != OUTPUT_DIR:  # the default is made when S or E first needs it
+        check_output_folder(args.output_dir, "--output-dir")
+    check_output_file(args.screenshot, "--screenshot")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             check_spawn()
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
+    try:
+        check_usage(args)
+    except UsageError as exc:
+        return report("m2hmx-viewer", exc, USAGE)
     options = options_from_args(args)
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                                                   or os.environ.get("QT_QPA_PLATFORM")):
         print("m2hmx-viewer: no display ($DISPLAY is not set); on a headless machine run it under "
               "xvfb-run -a -s '-screen 0 1600x1000x24' m2hmx-viewer ..., or use m2hmx-map", file=sys.stderr)
-        return 2
+        return USAGE
 
     import signal
 
@@ -241,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     wake.start(200)
     app.exec()
     window.shutdown()
-    code = 1 if window.session.run_failed or window.stages.source is None else 0  # a script can tell a failed run
+    code = FAILURE if window.session.run_failed or window.stages.source is None else 0  # a script can tell a failed run
     # Destroy the window (and its OpenGL view) now, while the QApplication exists: left to interpreter exit, the
     # order is arbitrary, and Qt objects that outlive the application can crash the process as it ends.
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from app.pipeline import ODOMETRY_CHOICES, parse_tasks
-from m2hmx.cli.args import positive_int
+from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_folder, intrinsics,
+                            positive_int, report)
 from mapping.interface import DEPTH_MODES
 
 
@@ -29,28 +30,6 @@ def _voxel_size(text: str) -> float:
     return value
 
 
-def check_writable(folder: Path) -> None:
-    """Fail at once, not after mapping the whole sequence, when --out cannot be written: an existing folder gets
-    a probe file written and removed; a new one is not created yet (a bad --dataset must leave nothing), its
-    nearest existing parent must be a writable folder."""
-    import os
-    import tempfile
-
-    try:
-        if folder.is_dir():
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".m2hmx-probe-"):
-                return
-        parent = folder.parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise OSError(f"{parent} is not a folder")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OSError(f"cannot create folders in {parent}")
-    except OSError as exc:
-        raise OSError(f"--out {folder} is not writable: {exc.strerror or exc}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m2hmx-map", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True, help="source spec for m2hmx.data.sources.open_source "
@@ -63,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
                    help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
                         "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
+    p.add_argument("--intrinsics", type=intrinsics, default=None, metavar="FX,FY,CX,CY",
+                   help="camera intrinsics in pixels of the recorded images, for a folder, video or image sequence "
+                        "whose own cannot be inferred (e.g. a TUM folder not named fr1/fr2/fr3)")
     p.add_argument("--max-frames", type=positive_int, default=None)
     p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
@@ -95,41 +77,57 @@ def _tasks(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_usage(args)
+    except UsageError as exc:
+        return report("m2hmx-map", exc, USAGE)
+    try:
         return _run(args)
     except KeyboardInterrupt:  # a second Ctrl+C, during the export: the previous export stays whole
         print("m2hmx-map: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # one line for the user, no traceback
-        print(f"m2hmx-map: error: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return report("m2hmx-map", exc, FAILURE)
+
+
+def check_usage(args) -> None:
+    """Every value wrong on its face, before any work (``UsageError``): inputs that do not exist, outputs that
+    cannot be written, option combinations, missing extras."""
+    from m2hmx import ASSETS_DIR
+
+    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
+        raise UsageError("give one of --rerun, --rerun-connect, --rerun-save")
+    check_input(args.dataset, "--dataset")
+    if args.intrinsics and args.dataset.startswith("synthetic"):
+        raise UsageError(f"--intrinsics: {args.dataset} is a generated room, whose camera is exact")
+    if args.depth == "pred" or args.checkpoint:
+        check_input(args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors"), "--checkpoint", file=True)
+    check_output_folder(args.out, "--out")
+    try:  # unwritable outputs and missing extras fail before the run starts
+        if args.rerun_save:
+            from app.rerun_log import check_rrd_target
+
+            check_rrd_target(args.rerun_save)
+        elif args.rerun_connect:
+            from app.rerun_log import require_rerun
+
+            require_rerun()
+        elif args.rerun:
+            from app.rerun_log import check_spawn
+
+            check_spawn()
+        if args.rosbag:
+            from app.rosbag_io import check_bag_target
+
+            check_bag_target(args.rosbag)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _run(args) -> int:
-    if args.stride < 1:
-        raise ValueError("--stride must be >= 1")
-    if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
-        raise ValueError("give one of --rerun, --rerun-connect, --rerun-save")
-    if args.rerun_save:  # unwritable outputs and missing extras fail before the run starts
-        from app.rerun_log import check_rrd_target
-
-        check_rrd_target(args.rerun_save)
-    elif args.rerun_connect:
-        from app.rerun_log import require_rerun
-
-        require_rerun()
-    elif args.rerun:
-        from app.rerun_log import check_spawn
-
-        check_spawn()
-    if args.rosbag:
-        from app.rosbag_io import check_bag_target
-
-        check_bag_target(args.rosbag)
     from app.map_run import load_predictor, map_sequence
     from mapping.bridge import MappingConfig
     from mapping.export import atomic_write_text
 
-    check_writable(Path(args.out))
     predictor = load_predictor(args.checkpoint, args.tasks) if args.depth == "pred" or args.checkpoint else None
     config = MappingConfig(depth_mode=args.depth, use_pose_prior=args.gt_poses, voxel_size=args.voxel_size,
                            odometry=args.odometry, loop_closure=args.loops)
@@ -139,7 +137,8 @@ def _run(args) -> int:
         observers.append(_observer(args, bridge, label_space))
         return observers[0]
 
-    run = map_sequence(args.dataset, config, predictor, args.max_frames, args.stride, not args.no_progress, observe)
+    run = map_sequence(args.dataset, config, predictor, args.max_frames, args.stride, not args.no_progress, observe,
+                       args.intrinsics)
     out = Path(args.out)
     written = run.export(out)
     metrics = run.metrics()
@@ -148,15 +147,17 @@ def _run(args) -> int:
     _print_summary(run, metrics, len(written) + 1, out, extra)
     if run.interrupted:
         print(f"m2hmx-map: {run.error} (map up to that frame exported)", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     if run.error:
         print(f"m2hmx-map: error: {run.error} (map up to that frame exported)", file=sys.stderr)
-        return 1
+        return FAILURE
     return 0
 
 
 def _print_summary(run, metrics: dict, files: int, out: Path, extra: str) -> None:
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
+    if run.intrinsics:
+        print(f"m2hmx-map: {run.intrinsics}", file=sys.stderr)
     if run.bridge.odometry_note:
         print(f"m2hmx-map: {run.bridge.odometry_note}", file=sys.stderr)
     print(f"{run.frames} frames, {run.failures} tracking failures"

@@ -23,6 +23,7 @@ class MapRun:
     wall_s: float
     truth_objects: list | None = None  # (class id, box min, box max) of a generated room's visible objects
     export_s: float | None = None
+    intrinsics: str = ""  # which intrinsics were assumed and why, when the source could not know its own
     _snapshot: object = field(default=None, repr=False)
 
     def snapshot(self):
@@ -47,7 +48,7 @@ class MapRun:
         bridge, config = self.bridge, self.bridge.config
         n = max(self.frames, 1)
         metrics = {
-            "dataset": self.dataset, "depth": config.depth_mode, "gt_poses": config.use_pose_prior,
+            "dataset": self.dataset, "intrinsics": self.intrinsics or None, "depth": config.depth_mode, "gt_poses": config.use_pose_prior,
             "frames": self.frames, "tracking_failures": self.failures, "voxel_size_m": bridge.voxel_size,
             "odometry": None if config.use_pose_prior else bridge.odometry_mode,
             "odometry_note": bridge.odometry_note, "keyframes": bridge.keyframe_count,
@@ -78,16 +79,17 @@ def load_predictor(checkpoint: str | None, tasks: tuple[str, ...] | None = None,
 
 
 def map_sequence(dataset: str, config, predictor=None, max_frames: int | None = None, stride: int = 1,
-                 progress: bool = True, observe=None) -> MapRun:
+                 progress: bool = True, observe=None, intrinsics: tuple[float, float, float, float] | None = None
+                 ) -> MapRun:
     """Map the source ``dataset`` (``m2hmx.data.sources.open_source``) with ``config`` (a ``MappingConfig``;
     ``use_pose_prior`` maps at the ground-truth poses) and ``predictor`` (needed for depth mode "pred"; its
-    labels are used when given). ``observe(bridge, label_space)`` may return an ``on_frame`` callback
+    labels are used when given); ``intrinsics`` (fx, fy, cx, cy) for a recording that cannot know its own. ``observe(bridge, label_space)`` may return an ``on_frame`` callback
     (``run_mapping``). A frame error ends the run early with the map so far kept (``MapRun.error``)."""
-    from m2hmx.data.sources import open_source
+    from m2hmx.data.sources import describe_intrinsics, open_source
     from m2hmx.labels import choose_label_space
     from mapping.bridge import MappingBridge
 
-    source = open_source(dataset)
+    source = open_source(dataset, intrinsics=intrinsics)
     try:
         label_space, _ = choose_label_space(None, getattr(predictor, "label_space", None), source.label_space)
         bridge = MappingBridge(label_space, config)
@@ -102,4 +104,4 @@ def map_sequence(dataset: str, config, predictor=None, max_frames: int | None = 
     if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
         truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
     return MapRun(dataset, bridge, run["frames"], run["failures"], run["gt"], run["error"], run["interrupted"],
-                  wall, truth)
+                  wall, truth, intrinsics=describe_intrinsics(source))

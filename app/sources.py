@@ -30,6 +30,7 @@ class SourceSpec:
     data_root: str | None = None
     demo_seed: int = FIRST_HELD_OUT_SEED  # a room the bundled model never saw in training
     demo_frames: int = 300
+    intrinsics: tuple[float, float, float, float] | None = None  # dataset / video: --intrinsics fx, fy, cx, cy
 
     def describe(self) -> str:
         return {"demo": f"generated scene (seed {self.demo_seed})", "camera": f"camera {self.value}",
@@ -52,10 +53,11 @@ def open_viewer_source(spec: SourceSpec, size: tuple[int, int] | None = None):
         return RealSenseSource(serial=spec.value if spec.kind == "realsense" else None,
                                bag=spec.value if spec.kind == "realsense-bag" else None,
                                record=spec.record if spec.kind == "realsense" else None)
-    from m2hmx.data.sources import open_source
+    from m2hmx.data.sources import describe_intrinsics, open_source
 
     try:
-        src = open_source(spec.value, data_root=spec.data_root)
+        src = open_source(spec.value, data_root=spec.data_root, intrinsics=spec.intrinsics)
+        src.intrinsics_note = describe_intrinsics(src)  # the window says which intrinsics and where from
     except DatasetError as exc:
         raise SourceError(str(exc)) from None
     src.live = False

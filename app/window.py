@@ -130,7 +130,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.start()
         self._update_mode_label()
         what = "network " + Path(opts.checkpoint).name if predictor is not None else "no network"
-        self.status(f"{source.name}: {what}, label space {session.label_space.name}")
+        assumed = getattr(source, "intrinsics_note", "")  # which intrinsics, from where: said on stdout too
+        text = f"{source.name}: {what}, label space {session.label_space.name}"
+        self.say(f"{text}; {assumed}", 0) if assumed else self.status(text)
 
     def _start_mapping(self) -> None:
         error = self.stages.start_mapping(self.session.label_space, self.session.mapping_config(),
@@ -219,7 +221,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def export_map(self, out_dir: str | Path | None = None) -> None:
         """Every format of the mapping bridge's export, written by the mapping process; if that process is
-        gone, the last map it sent (mesh/points and trajectory) is written from here instead."""
+        gone, the last map it sent (whole mesh, trajectory, scene graph) is written from here instead."""
         out_dir = str(out_dir or Path(self.options.output_dir) / f"map-{_stamp()}")
         if self.stages.mapping_alive():
             self.session.pending_export = out_dir

@@ -187,7 +187,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     """Fine-tune ``checkpoint`` on ``source``'s RGB-D frames within ``config.minutes`` of wall clock counted from
     ``started`` (``time.perf_counter()``; default: now); write ``out`` (safetensors) and ``<out stem>.card.md``
     and ``<out stem>.train_log.csv`` beside it."""
-    from m2hmx.checkpoint import CheckpointError, read_checkpoint_info
+    from m2hmx.checkpoint import read_checkpoint_info
     from m2hmx.data.torch_datasets import FrameDataset
     from m2hmx.predictor import Predictor
     from m2hmx.train import TrainError, train
@@ -198,10 +198,7 @@ def adapt(source, checkpoint: str | os.PathLike, out: str | os.PathLike, config:
     _check_options(config, out)
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    try:
-        net_config, extra = read_checkpoint_info(checkpoint)
-    except CheckpointError as exc:
-        raise AdaptError(str(exc)) from None
+    net_config, extra = read_checkpoint_info(checkpoint)  # CheckpointError: a file that does not load (exit 1)
     long_side = round(WORK_LONG_SIDE * max(net_config.image_size))
     frames = read_recording(source, config.frames, long_side, progress, deadline=t0 + 0.5 * budget)
 
@@ -278,13 +275,10 @@ def _save(result: AdaptResult, module, config: AdaptConfig, checkpoint, extra: d
 
 def _load_teacher(checkpoint, config: AdaptConfig):
     """The starting model (the distillation teacher); the parts to train (``--train``) must name some of it."""
-    from m2hmx.checkpoint import CheckpointError, load_model
+    from m2hmx.checkpoint import load_model
     from m2hmx.train import TrainError, check_prefixes
 
-    try:
-        teacher = load_model(checkpoint, config.device)
-    except CheckpointError as exc:
-        raise AdaptError(str(exc)) from None
+    teacher = load_model(checkpoint, config.device)  # CheckpointError: a file that does not load (exit 1)
     if config.parts is not None:
         try:
             check_prefixes(teacher, config.parts)

@@ -389,8 +389,8 @@ def _init_from(module: TrainModule, path: str) -> None:
     try:
         _, extra = read_checkpoint_info(path)
         load_state(module.model, path)
-    except CheckpointError as exc:
-        raise TrainError(f"train.init_from: {exc}") from None
+    except CheckpointError as exc:  # a file that exists but does not load: a failure, not a usage error
+        raise CheckpointError(f"train.init_from: {exc}") from None
     log_vars = module.criterion.uncertainty.log_vars if module.criterion.uncertainty is not None else None
     if log_vars is not None and extra.get("log_vars") is not None:
         if len(extra["log_vars"]) != len(log_vars):

@@ -22,6 +22,7 @@ FRUSTUM_COLOR = (1.0, 1.0, 0.2, 1.0)
 BOX_COLOR = (0.9, 0.9, 0.9, 0.9)
 LOOP_COLOR = (1.0, 0.2, 0.8, 1.0)  # loop closures: magenta lines between the two keyframes
 BACKGROUND = (25, 25, 30, 255)
+FIT_FILL = 0.9  # the map spans this much of the 3D view along its tighter side when framed
 
 # 12 box edges over the 8 corners indexed by bits (x, y, z)
 _BOX_EDGES = np.array([(0, 1), (2, 3), (4, 5), (6, 7), (0, 2), (1, 3), (4, 6), (5, 7), (0, 4), (1, 5), (2, 6), (3, 7)])
@@ -190,10 +191,28 @@ class MapView(QtWidgets.QWidget):
         if diag < 1.2 * self._fitted_diag:
             return
         center = (lo + hi) / 2
-        self.gl.setCameraPosition(pos=QtGui.QVector3D(*center.tolist()), distance=max(1.5, 1.1 * diag))
+        self.gl.setCameraPosition(pos=QtGui.QVector3D(*center.tolist()))
+        self.gl.setCameraPosition(distance=self.fit_distance(lo, hi))
         self._grid.resetTransform()
         self._grid.translate(float(center[0]), float(center[1]), float(lo[2]))
         self._fitted_diag = diag
+
+    def fit_distance(self, lo: np.ndarray, hi: np.ndarray, fill: float = FIT_FILL) -> float:
+        """The camera distance at which the box ``lo``-``hi`` (display frame), seen from the view's current
+        centre, azimuth and elevation, spans ``fill`` of the view along its tighter side and fits along the
+        other. The distance 1.1 x diagonal used before assumed the horizontal field of view was the tighter one: a
+        6 x 4 x 2.5 m box spanned 0.81 of a tall view's width, but in a wide view it was cut off at the top and
+        bottom (corners at 1.39 of the half-height); here the box's 8 corners go through the view's own camera."""
+        view = self.gl.viewMatrix()  # rotation about the centre, then back by the current distance
+        m = np.array(view.data(), np.float64).reshape(4, 4).T
+        corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        q = corners @ m.T
+        q[:, 2] += self.gl.opts["distance"]  # camera frame with the camera at the centre, looking down -z
+        w, h = max(self.gl.width(), 1), max(self.gl.height(), 1)
+        tan_x = np.tan(np.radians(self.gl.opts["fov"]) / 2)  # pyqtgraph's fov is horizontal
+        tan_y = tan_x * h / w
+        need = np.maximum(np.abs(q[:, 0]) / (fill * tan_x), np.abs(q[:, 1]) / (fill * tan_y)) + q[:, 2]
+        return float(max(1.5, need.max()))
 
     # ---- trajectories, camera, objects
     def set_trajectory(self, positions: np.ndarray | None, ground_truth: np.ndarray | None = None) -> None:

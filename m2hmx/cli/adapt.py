@@ -6,6 +6,8 @@ import sys
 import time
 
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_file, positive_int,
+                            report)
 
 EPILOG = """\
 record, adapt, view:
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the last FRACTION of those frames is kept out of training and scored before and after "
                         "(0.1; 0 trains on all)")
     p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget of the whole command (15)")
-    p.add_argument("--steps", type=int, default=None, help="stop after this many steps, even with budget left")
+    p.add_argument("--steps", type=positive_int, default=None, help="stop after this many steps, even with budget left")
     p.add_argument("--train", default="heads,decoder,hfa", metavar="PARTS",
                    help="comma-separated parts that learn (parameter-name prefixes, e.g. heads.depth,decoder), or "
                         "'all' (heads,decoder,hfa)")
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--far", type=float, default=5.0, metavar="M",
                    help="sensor depth beyond M metres is not a target (5)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--data-root", default=None, help="root for short specs like scannet/scene0011")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -58,22 +60,31 @@ def main(argv: list[str] | None = None) -> int:
     from m2hmx.data.sources import open_source
 
     checkpoint = args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors")
+    try:  # inputs that do not exist and outputs that cannot be written: before any work
+        check_input(args.recording if args.data_root is None else None, "--recording")
+        check_input(checkpoint, "--checkpoint", file=True)
+        check_output_file(args.out, "--out")
+    except UsageError as exc:
+        return report("m2hmx-adapt", exc, USAGE)
+    from m2hmx.checkpoint import CheckpointError
+
     source = None
     try:
         parts = None if args.train.strip() == "all" else tuple(p.strip() for p in args.train.split(",") if p.strip())
-        if args.steps is not None and args.steps < 1:
-            raise AdaptError(f"--steps must be >= 1, got {args.steps}")
         config = AdaptConfig(minutes=args.minutes, steps=args.steps, frames=parse_frames(args.frames), holdout=args.holdout,
                              parts=parts, lr=args.lr, far=args.far, device=args.device, threads=args.threads)
         source = open_source(args.recording, args.data_root)
         result = adapt(source, checkpoint, args.out, config, recording=args.recording, started=started,
                        progress=not args.no_progress)
-    except (AdaptError, DatasetError) as exc:
-        print(f"m2hmx-adapt: error: {exc}", file=sys.stderr)
-        return 2
+    except AdaptError as exc:  # the options and the recording's fit for them, before training
+        return report("m2hmx-adapt", exc, USAGE)
+    except (CheckpointError, DatasetError) as exc:  # a file that does not load, a corrupt frame
+        return report("m2hmx-adapt", exc, FAILURE)
     except KeyboardInterrupt:
         print("m2hmx-adapt: interrupted; nothing written", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Exception as exc:  # a failure during the run: one line, no traceback
+        return report("m2hmx-adapt", f"{type(exc).__name__}: {exc}", FAILURE)
     finally:
         if source is not None:
             source.close()

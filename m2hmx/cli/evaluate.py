@@ -5,7 +5,8 @@ import argparse
 import sys
 
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from m2hmx.cli.args import positive_int
+from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_file, positive_int,
+                            report)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_depth is not None and args.max_depth is not None and not 0 <= args.min_depth < args.max_depth:
         parser.error(f"--min-depth {args.min_depth} / --max-depth {args.max_depth}: need 0 <= min < max")
+    try:  # inputs that do not exist and outputs that cannot be written: before any work
+        check_input(args.checkpoint, "--checkpoint", file=True)
+        for spec in args.dataset:
+            check_input(spec if args.data_root is None else None, "--dataset")
+        check_output_file(args.json, "--json")
+        check_output_file(args.grid, "--grid")
+    except UsageError as exc:
+        return report("m2hmx-eval", exc, USAGE)
 
     from m2hmx.checkpoint import CheckpointError
     from m2hmx.data import DatasetError
@@ -48,15 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                            args.max_depth if args.max_depth is not None else config.max_depth,
                            max_frames=args.max_frames, stride=args.stride, grid_path=args.grid,
                            progress=not args.no_progress)
-    except (CheckpointError, DatasetError, EvalError) as exc:
-        print(f"m2hmx-eval: error: {exc}", file=sys.stderr)
-        return 2
+    except (CheckpointError, DatasetError, EvalError) as exc:  # a file that does not load, a corrupt frame
+        return report("m2hmx-eval", exc, FAILURE)
     except KeyboardInterrupt:
         print("m2hmx-eval: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # a failure during the run: one line, no traceback
-        print(f"m2hmx-eval: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return report("m2hmx-eval", f"{type(exc).__name__}: {exc}", FAILURE)
     finally:
         for source in sources:
             source.close()
@@ -66,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_json(results, args.json)
         except OSError as exc:
-            print(f"m2hmx-eval: error: {exc}", file=sys.stderr)
-            return 1
+            return report("m2hmx-eval", exc, FAILURE)
     return 0
 
 

@@ -1,8 +1,8 @@
 """``m2hmx-profile --model NAME --tasks depth,semseg[,normals,edge] --height H --width W [--json]``.
 
 Prints total / trainable parameters, GMACs (``torch.utils.flop_counter.FlopCounterMode`` on the meta device,
-MACs = FLOPs / 2; the selective scan is not a counted op; ``m2hmx.profiling`` measures) and the median CPU latency of one eval forward
-(batch 1, random weights for a preset) unless ``--no-latency``. NAME is a preset or a checkpoint file.
+MACs = FLOPs / 2; the selective scan is not a counted op; ``m2hmx.profiling`` measures) and the median CPU
+latency of one eval forward (batch 1, random weights for a preset) unless ``--no-latency``. NAME is a preset or a checkpoint file.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from m2hmx.profiling import module_breakdown, network, profile, resolve_config
+from m2hmx.cli.args import positive_int
+from m2hmx.profiling import ProfileError, module_breakdown, network, profile, resolve_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         "of the preset / the checkpoint's)")
     parser.add_argument("--height", type=int, default=None, help="input height (default: training size)")
     parser.add_argument("--width", type=int, default=None, help="input width (default: training size)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for the latency")
-    parser.add_argument("--runs", type=int, default=5, help="timed forwards after 2 warm-up ones")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads for the latency")
+    parser.add_argument("--runs", type=positive_int, default=5, help="timed forwards after 2 warm-up ones")
     parser.add_argument("--no-latency", action="store_true", help="only parameters and GMACs")
     parser.add_argument("--breakdown", action="store_true", help="also the latency of each part of the network")
     parser.add_argument("--channels-last", action="store_true", help="run channels-last, as the Predictor does on CPU")
@@ -36,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
             h, w = resolve_config(args.model, args.tasks).image_size
             args.height, args.width = args.height or h, args.width or w
         r = profile(args.model, args.tasks, args.height, args.width, not args.no_latency, args.runs)
-    except Exception as exc:  # one line for the user: ProfileError, ConfigError, CheckpointError ...
-        print(f"m2hmx-profile: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # one line for the user
+        from m2hmx.cli.args import FAILURE, USAGE, report
+        from m2hmx.config import ConfigError
+
+        # a preset, size or task list wrong on its face: usage; a checkpoint file that does not load: failure
+        return report("m2hmx-profile", exc, USAGE if isinstance(exc, (ProfileError, ConfigError)) else FAILURE)
     if args.json:
         print(json.dumps(r))
     else:

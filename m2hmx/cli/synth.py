@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from m2hmx.cli.args import FAILURE, USAGE, UsageError, check_output_folder, report
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="m2hmx-synth", description=__doc__.split(": ", 1)[1])
@@ -16,14 +18,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.frames < 1 or args.height < 8 or args.width < 8:
         p.error("--frames must be >= 1 and --height/--width >= 8")
+    try:
+        check_output_folder(args.out, "--out")
+    except UsageError as exc:
+        return report("m2hmx-synth", exc, USAGE)
     from m2hmx.data.synthetic import write_scene
 
     try:
         out = write_scene(args.out, seed=args.seed, frames=args.frames, height=args.height, width=args.width,
                           revisit=args.revisit)
     except OSError as e:
-        print(f"m2hmx-synth: error: {e.filename or args.out}: {e.strerror}", file=sys.stderr)
-        return 1
+        return report("m2hmx-synth", f"{e.filename or args.out}: {e.strerror}", FAILURE)
     print(f"wrote {args.frames} frames to {out}")
     return 0
 

@@ -6,6 +6,7 @@ import os
 import sys
 
 import m2hmx
+from m2hmx.cli.args import FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_folder, report
 
 
 def prefer_spinning_threads() -> None:
@@ -28,25 +29,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log.csv only)")
     args = parser.parse_args(argv)
 
+    from m2hmx.checkpoint import CheckpointError
     from m2hmx.data import DatasetError
     from m2hmx.train import TrainError, load_config, train
 
     try:
         cfg = load_config(args.config, args.overrides + (["train.resume=true"] if args.resume else []))
-    except TrainError as exc:  # the recipe or an override: a usage error, found before any work
-        print(f"m2hmx-train: error: {exc}", file=sys.stderr)
-        return 2
+        check_input(cfg["train"].get("init_from"), "train.init_from", file=True)
+        check_output_folder(cfg["train"]["out_dir"], "train.out_dir")
+    except (TrainError, UsageError) as exc:  # the recipe or an override: a usage error, found before any work
+        return report("m2hmx-train", exc, USAGE)
     try:
         train(cfg, progress=not args.no_progress)
-    except (TrainError, DatasetError) as exc:
-        print(f"m2hmx-train: error: {exc}", file=sys.stderr)
-        return 2
+    except TrainError as exc:  # the recipe's values, checked as training sets up (before any step)
+        return report("m2hmx-train", exc, USAGE)
+    except (CheckpointError, DatasetError) as exc:  # a file that does not load, met while working
+        return report("m2hmx-train", exc, FAILURE)
     except KeyboardInterrupt:
         print("m2hmx-train: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # a failure during training: one line, no traceback
-        print(f"m2hmx-train: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return report("m2hmx-train", f"{type(exc).__name__}: {exc}", FAILURE)
     print(f"model written to {cfg['train']['out_dir']}/model.safetensors")
     return 0
 

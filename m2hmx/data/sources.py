@@ -40,7 +40,7 @@ class FrameSource(Protocol):
 _SCENE = re.compile(r"^(?:scannet/|scans/)?(scene\d{4})(_\d{2})?$")
 
 
-def _open_folder(folder: Path, label_tsv=None):
+def _open_folder(folder: Path, label_tsv=None, intrinsics=None):
     from m2hmx.data.readers.rosbag import is_rosbag
     from m2hmx.data.readers.sevenscenes import SevenScenes, is_7scenes
 
@@ -51,7 +51,7 @@ def _open_folder(folder: Path, label_tsv=None):
     if (folder / "rgb.txt").is_file() and (folder / "depth.txt").is_file():
         from m2hmx.data.readers.tum import TUMSequence
 
-        return TUMSequence(folder)
+        return TUMSequence(folder, intrinsics)  # given intrinsics: no warning about the folder's name
     if (folder / "color").is_dir() or (folder / "depth").is_dir():
         from m2hmx.data.readers.scannet import ScanNetExport
 
@@ -112,9 +112,46 @@ def resolve_scene(spec: str, data_root: str | None = None) -> Path | None:
     raise DatasetError(candidates[0], f"ScanNet scene not found (also looked in {candidates[1].parent})")
 
 
-def open_source(spec: str, data_root: str | None = None, label_tsv: str | None = None):
-    """Open a FrameSource from a path or shorthand (see the module docstring); raises DatasetError."""
-    spec = str(spec)
+def open_source(spec: str, data_root: str | None = None, label_tsv: str | None = None,
+                intrinsics: tuple[float, float, float, float] | None = None):
+    """Open a FrameSource from a path or shorthand (see the module docstring); raises DatasetError.
+    ``intrinsics`` (fx, fy, cx, cy in the recorded images' pixels) replace a recording's own for every frame; a
+    generated room or a ROS 2 / RealSense bag (whose calibration is recorded with it) refuses them."""
+    source = _open(str(spec), data_root, label_tsv, intrinsics)
+    if intrinsics is not None and getattr(source, "intrinsics_from", "") != "--intrinsics":
+        from m2hmx.data.readers._common import IndexedSource
+
+        if not isinstance(source, IndexedSource):
+            source.close()
+            raise DatasetError(spec, "--intrinsics: this source records its own calibration; the flag is for "
+                                     "folders, videos, image sequences and files without one")
+        source.set_intrinsics(*intrinsics)
+    return source
+
+
+def describe_intrinsics(source) -> str:
+    """'fx, fy, cx, cy = ... (from WHERE)' for a recording's frames, or '' for a source that does not say where
+    its intrinsics come from (a generated room's camera is exact; cameras and bags carry their calibration)."""
+    import numpy as np
+
+    if not getattr(source, "intrinsics_from", None):
+        return ""
+    K = getattr(source, "_intrinsics", None)
+    if K is None:
+        K = getattr(source, "K", None)
+    if K is None and hasattr(source, "__getitem__"):
+        try:
+            K = source[0].K
+        except (DatasetError, IndexError):
+            return ""
+    if K is None:
+        return ""
+    K = np.asarray(K)
+    values = ", ".join(f"{v:g}" for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    return f"intrinsics fx, fy, cx, cy = {values} (from {source.intrinsics_from})"
+
+
+def _open(spec: str, data_root, label_tsv, intrinsics):
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from m2hmx.data.synthetic import SyntheticSource
 
@@ -132,8 +169,8 @@ def open_source(spec: str, data_root: str | None = None, label_tsv: str | None =
     if path.is_file():
         return _open_file(path)
     if path.is_dir():
-        return _open_folder(path, label_tsv)
+        return _open_folder(path, label_tsv, intrinsics)
     scene = resolve_scene(spec, data_root)
     if scene is not None:
-        return _open_folder(scene, label_tsv)
+        return _open_folder(scene, label_tsv, intrinsics)
     raise DatasetError(path, "no such file or folder")

@@ -46,7 +46,7 @@ def test_odometry_choices_are_the_trackers_methods():
 
 def test_map_command_reports_a_missing_folder_in_one_line(tmp_path, capsys):
     missing = tmp_path / "no-such-scene"
-    assert main(["--dataset", str(missing), "--out", str(tmp_path / "map")]) == 1
+    assert main(["--dataset", str(missing), "--out", str(tmp_path / "map")]) == 2  # a path that does not exist
     err = capsys.readouterr().err.strip()
     assert err.startswith("m2hmx-map: error:") and str(missing) in err and "\n" not in err
     assert not (tmp_path / "map").exists()

@@ -288,20 +288,20 @@ def test_unwritable_outputs_and_missing_extras_fail_before_the_run(tmp_path, cap
              (["--rosbag", str(blocker / "bag")], "cannot create")]
     for extra, words in cases:
         out = tmp_path / "map"
-        assert main(["--dataset", "synthetic:0", "--out", str(out), "--no-progress", *extra]) == 1
+        assert main(["--dataset", "synthetic:0", "--out", str(out), "--no-progress", *extra]) == 2  # usage
         err = capsys.readouterr().err.strip()
         assert err.startswith("m2hmx-map: error:") and words in err and "\n" not in err, err
         assert not out.exists()
     with monkeypatch.context() as m:  # --rerun opens a viewer window: without a display, say so up front
         m.delenv("DISPLAY", raising=False)
         m.delenv("WAYLAND_DISPLAY", raising=False)
-        assert main(["--dataset", "synthetic:0", "--out", str(tmp_path / "map"), "--rerun"]) == 1
+        assert main(["--dataset", "synthetic:0", "--out", str(tmp_path / "map"), "--rerun"]) == 2
         err = capsys.readouterr().err
         assert "needs a display" in err and "--rerun-save" in err and not (tmp_path / "map").exists()
     for module, flag, extra in (("rerun", "--rerun-save", "rerun"), ("rosbags", "--rosbag", "ros")):
         monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
         monkeypatch.setitem(sys.modules, f"{module}.rosbag2" if module == "rosbags" else module, None)
-        assert main(["--dataset", "synthetic:0", "--out", str(tmp_path / "map"), flag, str(tmp_path / "x")]) == 1
+        assert main(["--dataset", "synthetic:0", "--out", str(tmp_path / "map"), flag, str(tmp_path / "x")]) == 2
         assert f"pip install 'm2hmx[{extra}]'" in capsys.readouterr().err
         monkeypatch.undo()
 

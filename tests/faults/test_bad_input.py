@@ -45,7 +45,7 @@ def test_map_cli_refuses_bad_values_before_work(flag, value, words, tmp_path, ca
 def test_map_cli_refuses_an_unwritable_out_before_mapping(tmp_path, capsys):
     with read_only_folder(tmp_path / "ro") as ro:
         t0 = time.perf_counter()
-        assert map_main(["--dataset", "synthetic:0", "--out", str(ro / "map"), "--no-progress"]) == 1
+        assert map_main(["--dataset", "synthetic:0", "--out", str(ro / "map"), "--no-progress"]) == 2  # usage
         took = time.perf_counter() - t0
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--out" in err and str(ro / "map") in err, err

@@ -2,7 +2,6 @@
 import gtsam
 import numpy as np
 import pytest
-from gtsam.symbol_shorthand import X
 from scipy.spatial.transform import Rotation
 
 from mapping.pose_graph import LoopEdge, PoseGraph, interpolate_frames

@@ -39,7 +39,7 @@ def test_eval_pools_several_datasets_into_one_test_set(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--checkpoint", "no/such.safetensors", "--dataset", "synthetic:1"], "no such checkpoint"),
+    (["--checkpoint", "no/such.safetensors", "--dataset", "synthetic:1"], "--checkpoint no/such.safetensors: no such file"),
     (["--checkpoint", str(WEIGHTS), "--dataset", "no/such/folder"], "no/such/folder"),
     (["--checkpoint", str(WEIGHTS), "--dataset", "synthetic:1", "no/such/folder"], "no/such/folder"),
 ])

@@ -78,7 +78,7 @@ def test_init_from_starts_a_fresh_run_from_saved_weights_and_log_variances(scene
 
     wider = tiny(scene, tmp_path / "third", "train.steps=1", "model.overrides.decoder_dim=64",
                  f"train.init_from={first / 'model.safetensors'}")
-    assert train_main(wider) == 2
+    assert train_main(wider) == 1  # a checkpoint that exists but does not fit: a failure met while working
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "train.init_from" in err and "wrong shape" in err
 

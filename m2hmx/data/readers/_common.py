@@ -13,6 +13,9 @@ from m2hmx.data.frame import Frame
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
+FOV_GUESS = "a guess from a 60 deg horizontal field of view (no calibration)"
+
+
 def default_intrinsics_fov(height: int, width: int, hfov_deg: float = 60.0) -> np.ndarray:
     """A guessed K for cameras without calibration: 60 deg horizontal FOV, centred principal point."""
     f = 0.5 * width / math.tan(math.radians(hfov_deg) / 2)
@@ -110,12 +113,26 @@ class IndexedSource:
 
     A source with an IMU sets ``imu`` (``mapping.imu.ImuSamples`` of the whole recording, on the frames' clock) and
     ``imu_path`` (named in errors); each frame then carries the samples since the previous frame (``Frame.imu``).
-    Subclasses whose frame times are known without decoding override ``_time``."""
+    Subclasses whose frame times are known without decoding override ``_time``. ``intrinsics_from`` says where
+    the frames' K comes from; ``set_intrinsics`` replaces it for every frame (a user's ``--intrinsics``)."""
 
     name: str = "source"
     label_space = None
     imu = None
     imu_path = None
+    intrinsics_from: str = "the dataset's calibration"
+    _intrinsics: np.ndarray | None = None
+
+    def set_intrinsics(self, fx: float, fy: float, cx: float, cy: float, origin: str = "--intrinsics") -> None:
+        """Every frame gets K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (pixels of the recorded images)."""
+        self._intrinsics = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
+        self.intrinsics_from = origin
+
+    def _frame(self, i: int) -> Frame:
+        frame = self._read(i)
+        if self._intrinsics is not None:
+            frame.K = self._intrinsics.copy()
+        return frame
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -136,7 +153,7 @@ class IndexedSource:
         if not -n <= i < n:
             raise IndexError(i)
         i %= n
-        frame = self._read(i)
+        frame = self._frame(i)
         if self.imu is not None:
             self._attach_imu(frame, i, self._time(i - 1) if i else -math.inf)
         return frame
@@ -144,7 +161,7 @@ class IndexedSource:
     def __iter__(self):
         prev = -math.inf
         for i in range(len(self)):
-            frame = self._read(i)
+            frame = self._frame(i)
             if self.imu is not None:
                 self._attach_imu(frame, i, prev)
             prev = frame.timestamp

@@ -59,6 +59,8 @@ def _first_line(exc: BaseException) -> str:
 class NYUv2Labeled(IndexedSource):
     """RGB, metric depth and NYU-40 labels of the 1449 labelled NYUv2 frames (or the train / test split)."""
 
+    intrinsics_from = "NYUv2's published calibration"
+
     def __init__(self, path, split: str = "all", splits_path=None):
         import h5py
 

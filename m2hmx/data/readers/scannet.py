@@ -68,6 +68,7 @@ class ScanNetExport(IndexedSource):
 
         kpath = folder / "intrinsic" / "intrinsic_depth.txt"
         self.K = read_matrix(kpath, (4, 4))[:3, :3]
+        self.intrinsics_from = str(kpath)
 
         self.label_space = None
         self._label_dir, self._label_lut = None, None

@@ -41,6 +41,8 @@ DEVICE_T_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV camera axes in the i
 class SensFile(IndexedSource):
     """Frames of a ScanNet ``.sens`` recording."""
 
+    intrinsics_from = "the .sens header"
+
     def __init__(self, path):
         self.path = path = Path(path)
         if not path.is_file():

@@ -48,6 +48,7 @@ class SevenScenes(IndexedSource):
             raise DatasetError(folder, f"{len(self._items)} colour images but {len(self._items) - len(missing)} depth images (first missing: {missing[0].name})")
         kpath = folder / "camera-intrinsics.txt"
         self.K = read_matrix(kpath, (3, 3)) if kpath.is_file() else DEFAULT_K.copy()
+        self.intrinsics_from = str(kpath) if kpath.is_file() else "7-Scenes' published calibration"
         self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 
     def __len__(self) -> int:

@@ -4,7 +4,8 @@ RGB, depth and ground truth are associated by nearest timestamp within 0.02 s (a
 ``associate.py`` does); depth PNGs are uint16 with 5000 = 1 m. Intrinsics come from the folder name
 (``freiburg1`` / ``fr1``, ``freiburg2`` / ``fr2``, ``freiburg3`` / ``fr3``), the calibrated values the
 benchmark publishes; a ``camera.yaml`` (fx, fy, cx, cy) beside the data overrides them; other names get the
-benchmark's default 525, 525, 319.5, 239.5, with a warning.
+benchmark's default 525, 525, 319.5, 239.5, with a warning. Intrinsics given to the reader (a user's
+``--intrinsics``) override all of these.
 """
 from __future__ import annotations
 
@@ -104,9 +105,9 @@ def tum_camera(folder_name: str) -> str | None:
     return f"fr{m.group(1)}" if m else None
 
 
-def tum_intrinsics(folder: Path) -> tuple[float, float, float, float]:
-    """fx, fy, cx, cy: from ``camera.yaml`` beside the data (keys fx, fy, cx, cy) when present, else by the
-    folder name's fr1/fr2/fr3, else the benchmark's default, with a warning that says so."""
+def tum_intrinsics(folder: Path) -> tuple[tuple[float, float, float, float], str]:
+    """(fx, fy, cx, cy), where they came from: ``camera.yaml`` beside the data (keys fx, fy, cx, cy) when present,
+    else by the folder name's fr1/fr2/fr3, else the benchmark's default, with a warning that says so."""
     import warnings
 
     path = folder / "camera.yaml"
@@ -120,19 +121,20 @@ def tum_intrinsics(folder: Path) -> tuple[float, float, float, float]:
             raise DatasetError(path, "expected a YAML mapping with numbers fx, fy, cx, cy") from None
         if not all(np.isfinite(values)) or min(values[:2]) <= 0:
             raise DatasetError(path, f"implausible intrinsics fx, fy, cx, cy = {values}")
-        return values
+        return values, str(path)
     camera = tum_camera(folder.name)
     if camera is None:
         warnings.warn(f"{folder}: the name says neither fr1, fr2 nor fr3: assuming the TUM benchmark's default "
                       f"intrinsics fx, fy, cx, cy = {TUM_INTRINSICS[None]}; put a camera.yaml (fx, fy, cx, cy) "
-                      "beside the data to set them", stacklevel=3)
-    return TUM_INTRINSICS[camera]
+                      "beside the data or pass --intrinsics to set them", stacklevel=3)
+        return TUM_INTRINSICS[None], "the TUM benchmark's default (the folder name says neither fr1, fr2 nor fr3)"
+    return TUM_INTRINSICS[camera], f"the folder name ({camera}: the TUM benchmark's calibration)"
 
 
 class TUMSequence(IndexedSource):
     """Associated RGB-D frames (with ground-truth poses when ``groundtruth.txt`` exists)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, intrinsics: tuple[float, float, float, float] | None = None):
         self.folder = folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(folder, "TUM RGB-D folder not found")
@@ -153,7 +155,7 @@ class TUMSequence(IndexedSource):
                 gt_match[i] = tum_pose(*(float(x) for x in gt[j][1:8]))
         self._items = [(t_rgb[i], folder / rgb[i][1], folder / dep[j][1], gt_match.get(k))
                        for k, (i, j) in enumerate(pairs)]
-        fx, fy, cx, cy = tum_intrinsics(folder)
+        (fx, fy, cx, cy), self.intrinsics_from = (intrinsics, "--intrinsics") if intrinsics else tum_intrinsics(folder)
         self.K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float64)
         self.imu, self.imu_path = read_folder_imu(folder), folder / "imu0" / "data.csv"
 

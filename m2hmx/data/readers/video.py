@@ -11,13 +11,16 @@ import numpy as np
 
 from m2hmx.data.errors import DatasetError
 from m2hmx.data.frame import Frame
-from m2hmx.data.readers._common import IMAGE_EXTS, IndexedSource, default_intrinsics_fov, read_folder_imu, read_image
+from m2hmx.data.readers._common import (FOV_GUESS, IMAGE_EXTS, IndexedSource, default_intrinsics_fov, read_folder_imu,
+                                        read_image)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 class VideoFile(IndexedSource):
     """Frames of a video file; timestamps from the container's frame rate (30 Hz when unknown)."""
+
+    intrinsics_from = FOV_GUESS
 
     def __init__(self, path):
         import cv2
@@ -54,7 +57,7 @@ class VideoFile(IndexedSource):
     def __iter__(self):
         for i in range(self._n):
             try:
-                yield self._read(i)
+                yield self._frame(i)
             except DatasetError:
                 if i > 0:  # containers often over-report the frame count by a few
                     return
@@ -66,6 +69,8 @@ class VideoFile(IndexedSource):
 
 class ImageFolder(IndexedSource):
     """Images in a folder, in name order, at 30 Hz."""
+
+    intrinsics_from = FOV_GUESS
 
     def __init__(self, folder, fps: float = 30.0):
         self.folder = folder = Path(folder)
