@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a failure during training: one line, no traceback
         print(f"m2hmx-train: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
-    print(f"model written to {cfg['train']['out_dir']}/model.safetensors")
+    print(f"model written to {cfg.train.out_dir}/model.safetensors")
     return 0
 
 
