@@ -110,17 +110,17 @@ def check_train_step(device, batch_sizes=(4, 16, 64), runs: int = 20) -> None:
     from m2hmx.train import TrainModule, build_model_config, load_config, param_groups
 
     cfg = load_config("demo")
-    config = build_model_config(cfg["model"])
+    config = build_model_config(cfg.model)
     h, w = config.image_size
-    criterion = MultiTaskLoss(config.tasks, config.min_depth, config.max_depth, LossWeights(**cfg["loss"]))
+    criterion = MultiTaskLoss(config.tasks, config.min_depth, config.max_depth, LossWeights(**cfg.loss))
     module = TrainModule(build_model(config), criterion, "cuda" if device.type == "cuda" else None).to(device)
-    optimizer = torch.optim.AdamW(param_groups(module, cfg["optim"]), betas=tuple(cfg["optim"]["betas"]))
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.optim), betas=cfg.optim.betas)
 
     def step(batch):
         loss, _ = module(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), float(cfg["optim"]["grad_clip"]))
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         return loss
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -79,13 +80,14 @@ def train_within_budget(args: argparse.Namespace) -> None:
             f"optim.lr={args.lr}", f"optim.warmup_steps={args.warmup}", "train.threads=null",
             f"data.wall_views={args.wall_views}"]
     cfg = T.load_config("demo", base)
-    label_space = load_label_space(T.build_model_config(cfg["model"]).label_space)
+    label_space = load_label_space(T.build_model_config(cfg.model).label_space)
 
     first, t = args.first_seed, time.time()
     parts, rooms, chunk = [], 0, min(args.probe, args.max_rooms)
     while chunk > 0:
         t_chunk = time.time()
-        parts.append(T.build_dataset(dict(cfg["data"], seeds=[first + rooms, first + rooms + chunk]), label_space))
+        parts.append(T.build_dataset(dataclasses.replace(cfg.data, seeds=(first + rooms, first + rooms + chunk)),
+                                     label_space))
         rooms += chunk
         rate = chunk / (time.time() - t_chunk)
         chunk = min(args.max_rooms - rooms, int((args.render_s - (time.time() - t)) * rate))
@@ -96,7 +98,7 @@ def train_within_budget(args: argparse.Namespace) -> None:
     # The next rooms render while the GPU trains; a segment takes the ones done by its start, in seed order.
     pool = ProcessPoolExecutor(args.render_workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=os.nice, initargs=(10,))
-    pending = deque(pool.submit(T.render_room, (seed, cfg["data"], label_space))
+    pending = deque(pool.submit(T.render_room, (seed, cfg.data, label_space))
                     for seed in range(first + rooms, first + args.max_rooms))
 
     def train_on_rooms_rendered_so_far(what: str, settings: list[str]) -> None:

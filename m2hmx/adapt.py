@@ -15,7 +15,6 @@ recording's frames are the dataset, ``train.minutes`` the budget, ``train.traina
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import shutil
@@ -312,24 +311,22 @@ def _split_frames(frames: list, config: AdaptConfig) -> tuple[list, list, int]:
     return train_frames, held, n_hold
 
 
-def _recipe(config: AdaptConfig, net_config, checkpoint, work: Path, train_s: float) -> dict:
-    """The training recipe (``m2hmx.train``) of an adaptation: the checkpoint's network from its weights,
-    depth distilled with the log-L1 anchor, for ``train_s`` seconds, written into ``work``."""
-    from m2hmx.train import DEFAULTS
+def _recipe(config: AdaptConfig, net_config, checkpoint, work: Path, train_s: float):
+    """The training recipe (``m2hmx.train_config.TrainConfig``) of an adaptation: the checkpoint's network from
+    its weights, depth distilled with the log-L1 anchor, for ``train_s`` seconds, written into ``work``."""
+    from m2hmx.train_config import ModelSection, OptimSection, TrainConfig, TrainSection
 
-    cfg = copy.deepcopy(DEFAULTS)
-    cfg["config_file"] = "adapt"
     overrides = net_config.to_dict()
     overrides["backbone"]["weights"] = None
-    cfg["model"] = {"preset": "m2hmx-demo", "overrides": overrides}
-    cfg["optim"].update(lr=float(config.lr), backbone_lr_scale=1.0, warmup_steps=int(config.warmup_steps),
-                        schedule="cosine")
-    cfg["loss"] = {"depth_log_l1": 1.0}
-    cfg["train"].update(steps=int(config.steps or 10 ** 9), minutes=train_s / 60.0, batch_size=int(config.batch_size),
-                        seed=int(config.seed), out_dir=str(work), ckpt_every=10 ** 9, log_every=10,
-                        device=config.device, init_from=str(checkpoint),
-                        trainable=None if config.parts is None else list(config.parts))
-    return cfg
+    return TrainConfig(
+        config_file="adapt", model=ModelSection(preset="m2hmx-demo", overrides=overrides),
+        optim=OptimSection(lr=float(config.lr), backbone_lr_scale=1.0, warmup_steps=int(config.warmup_steps),
+                           schedule="cosine"),
+        loss={"depth_log_l1": 1.0},
+        train=TrainSection(steps=int(config.steps or 10 ** 9), minutes=train_s / 60.0,
+                           batch_size=int(config.batch_size), seed=int(config.seed), out_dir=str(work),
+                           ckpt_every=10 ** 9, log_every=10, device=config.device, init_from=str(checkpoint),
+                           trainable=None if config.parts is None else tuple(config.parts)))
 
 
 def _last_step(log_csv: Path) -> int:

@@ -1,17 +1,15 @@
 """Training loop: recipe configs, AdamW groups, warm-up + poly/cosine, resumable checkpoints, DDP.
 
-A recipe is a YAML file (``m2hmx/configs/<name>.yaml``) with the sections of ``DEFAULTS``; command-line
-``--set section.key=value`` overrides are YAML-parsed. The loop is deterministic for a fixed seed: the
-data order of every step and each item's augmentation are derived from ``(seed, step, slot)``, and a
+A recipe is a YAML file (``m2hmx/configs/<name>.yaml``) loaded into a ``TrainConfig`` (``m2hmx.train_config``),
+with command-line ``--set section.key=value`` overrides. The loop is deterministic for a fixed seed: the data
+order of every step and each item's augmentation are derived from ``(seed, step, slot)``, and a
 checkpoint (``<out_dir>/last.pt``) holds model, loss (log-variances), optimizer, scheduler, step and
 RNG states, so a resumed run continues bit-identically. ``torchrun --nproc_per_node N`` runs it with
 DistributedDataParallel (NCCL on CUDA, gloo on CPU). Recipe: docs/design/network.md section 10.
 """
 from __future__ import annotations
 
-import copy
 import csv
-import dataclasses
 import math
 import multiprocessing
 import os
@@ -29,190 +27,11 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from m2hmx.data.splits import reserved_seeds_in
 from m2hmx.losses import LossWeights, MultiTaskLoss
+from m2hmx.train_config import (DataSection, OptimSection, TrainConfig, TrainError,  # noqa: F401 (re-exported)
+                                build_model_config, load_config)
 from mapping.atomic import atomic_path
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-DEFAULTS: dict = {
-    "model": {"preset": "m2hmx-demo", "overrides": {}},
-    "data": {
-        "kind": "synthetic",  # synthetic | sources | nyudv2 (.mat, train split) | cityscapes
-        "seeds": [0, 16],  # synthetic: rooms range(start, stop)
-        "frames": 300,  # synthetic: length of each room's walkthrough (30 Hz)
-        "stride": 50,  # synthetic: train on every stride-th frame of each walk
-        "wall_views": 0,  # synthetic: and on this many views close to a wall per room (synthetic.wall_views)
-        "height": 240, "width": 320,  # synthetic: rendered size
-        "sources": [],  # sources: specs for m2hmx.data.sources.open_source
-        "data_root": None,
-        "size": [240, 320],  # network input (crop) size
-        "augment": True,
-    },
-    "optim": {"lr": 2e-4, "backbone_lr_scale": 0.5, "weight_decay": 0.01, "betas": [0.9, 0.999],
-              "warmup_steps": 1000, "schedule": "poly", "poly_power": 0.9, "grad_clip": 1.0},
-    "loss": {},  # fields of m2hmx.losses.LossWeights
-    "train": {"steps": 40000, "batch_size": 8, "num_workers": 0, "seed": 0, "out_dir": "runs/m2hmx",
-              "ckpt_every": 1000, "log_every": 20, "threads": None, "device": "auto", "bf16": True,
-              "resume": False, "stop_at": None, "init_from": None,
-              "minutes": None,  # wall-clock budget of the whole call: stop before it is spent, schedule by time
-              "trainable": None},  # parameter-name prefixes to train (e.g. [heads.depth, decoder]); None: all
-}
-
-FREE_SECTIONS = ("model.overrides", "loss")
 NO_DECAY_SUFFIXES = ("A_log", "D", "log_vars", "cls_token", "register_tokens", "mask_token")
-
-
-class TrainError(Exception):
-    """A recipe, override or dataset problem, reported as one line."""
-
-
-# ----------------------------------------------------------------------------------------- config
-def resolve_config_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
-    if bundled.is_file():
-        return bundled
-    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise TrainError(f"config '{name_or_path}' is neither a file nor a bundled recipe ({known})")
-
-
-def _merge(base: dict, update: dict, where: str) -> None:
-    for key, value in update.items():
-        if key not in base:
-            raise TrainError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(base))})")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise TrainError(f"config key '{where}{key}' must be a mapping")
-            if where + key in FREE_SECTIONS:  # checked where used (model config, LossWeights)
-                _deep_update(base[key], value)
-            else:
-                _merge(base[key], value, f"{where}{key}.")
-        else:
-            base[key] = value
-
-
-def _deep_update(base: dict, update: dict) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-
-
-def load_config(name_or_path: str, overrides: list[str] = ()) -> dict:
-    """Defaults <- recipe file <- ``key.sub=value`` overrides (values parsed as YAML)."""
-    path = resolve_config_path(name_or_path)
-    try:
-        recipe = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TrainError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainError(f"{path}: cannot read the recipe ({exc})") from None
-    if not isinstance(recipe, dict):
-        raise TrainError(f"{path}: a recipe is a YAML mapping of sections (model, data, optim, loss, train), "
-                         f"this file holds a {type(recipe).__name__}")
-    cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, recipe, "")
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise TrainError(f"override '{item}' is not key=value")
-        value = yaml.safe_load(raw)
-        for part in reversed(key.split(".")):
-            value = {part: value}
-        _merge(cfg, value, "")
-    cfg["config_file"] = str(path)
-    validate_config(cfg)
-    return cfg
-
-
-# Values that must be positive (>= 1 for integers); every other value is checked for its default's type.
-POSITIVE = ("data.frames", "data.stride", "data.height", "data.width", "optim.poly_power",
-            "optim.grad_clip", "train.steps", "train.batch_size", "train.ckpt_every", "train.log_every")
-
-
-def validate_config(cfg: dict) -> None:
-    """Every value of the recipe has its default's type (numbers given as strings, as YAML reads ``1e-3``,
-    are converted in place) and the counts and rates are positive; the model config and the loss weights
-    build. Run before any work, so a typo fails in a second, not after rendering the training rooms."""
-    _check_types(cfg, DEFAULTS, "")
-    for name in POSITIVE:
-        section, key = name.split(".")
-        if not cfg[section][key] > 0:
-            raise TrainError(f"config key '{name}' must be > 0, got {cfg[section][key]!r}")
-    if cfg["optim"]["lr"] < 0:
-        raise TrainError(f"config key 'optim.lr' must be >= 0, got {cfg['optim']['lr']!r}")
-    for name in ("data.size", "data.seeds", "optim.betas"):
-        section, key = name.split(".")
-        value = cfg[section][key]
-        if name != "data.seeds" and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise TrainError(f"config key '{name}' must be a list of numbers, got {value!r}")
-    if len(cfg["data"]["size"]) != 2 or min(cfg["data"]["size"]) < 16:  # one 16-pixel ViT patch at least
-        raise TrainError(f"config key 'data.size' must be [height, width], each >= 16, got {cfg['data']['size']!r}")
-    if cfg["optim"]["schedule"] not in ("poly", "cosine"):
-        raise TrainError(f"optim.schedule '{cfg['optim']['schedule']}' is not poly or cosine")
-    build_model_config(cfg["model"])
-    try:
-        LossWeights(**cfg["loss"])
-    except TypeError as exc:
-        raise TrainError(f"loss: {exc}") from None
-
-
-def _check_types(cfg: dict, defaults: dict, where: str) -> None:
-    for key, default in defaults.items():
-        name, value = where + key, cfg[key]
-        if name in FREE_SECTIONS or default is None:
-            continue
-        if isinstance(default, dict):
-            _check_types(value, default, name + ".")
-            continue
-        kind = type(default)
-        if kind in (int, float) and isinstance(value, str):
-            try:
-                value = cfg[key] = kind(float(value)) if kind is float else int(value)
-            except ValueError:
-                pass
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = cfg[key] = float(value)
-        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if ok and kind is float:
-            ok = math.isfinite(value)
-        if not ok:
-            words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-                     list: "a list"}[kind]
-            raise TrainError(f"config key '{name}' must be {words}, got {value!r}")
-
-
-def build_model_config(model_cfg: dict):
-    """The network config of ``preset`` with ``overrides`` (nested dataclass fields by dotted keys)."""
-    from m2hmx.config import ConfigError, get_preset
-
-    try:
-        config = get_preset(model_cfg["preset"])
-    except ConfigError as exc:
-        raise TrainError(str(exc)) from None
-    return _replace_fields(config, model_cfg.get("overrides") or {}, "model.overrides.")
-
-
-def _replace_fields(obj, overrides: dict, where: str):
-    """``obj`` (a dataclass) with ``overrides`` applied; nested dataclasses take nested mappings."""
-    changes = {}
-    for key, value in overrides.items():
-        if key not in {f.name for f in dataclasses.fields(obj)}:
-            raise TrainError(f"'{where}{key}' is not a field of {type(obj).__name__}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise TrainError(f"'{where}{key}' must be a mapping of {type(current).__name__} fields")
-            value = _replace_fields(current, value, f"{where}{key}.")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        changes[key] = value
-    try:
-        return dataclasses.replace(obj, **changes)
-    except (TypeError, ValueError) as exc:
-        raise TrainError(f"{where.rstrip('.')}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -240,36 +59,35 @@ class FrameSubset:
 
 def render_room(job):
     """One generated room's training frames, rendered into a ``FrameDataset``'s memory cache.
-    ``job``: (seed, the recipe's ``data`` section, label space)."""
+    ``job``: (seed, the recipe's ``DataSection``, label space)."""
     from m2hmx.data.synthetic import SyntheticSource, wall_views
     from m2hmx.data.torch_datasets import FrameDataset
 
     seed, data_cfg, label_space = job
-    room = SyntheticSource(seed, int(data_cfg["frames"]), int(data_cfg["height"]), int(data_cfg["width"]))
-    extra = wall_views(room.scene, int(data_cfg["wall_views"]), seed) if data_cfg["wall_views"] else ()
-    ds = FrameDataset(FrameSubset(room, data_cfg["stride"], extra), size=tuple(int(v) for v in data_cfg["size"]),
-                      augment=bool(data_cfg["augment"]), label_space=label_space)
+    room = SyntheticSource(seed, data_cfg.frames, data_cfg.height, data_cfg.width)
+    extra = wall_views(room.scene, data_cfg.wall_views, seed) if data_cfg.wall_views else ()
+    ds = FrameDataset(FrameSubset(room, data_cfg.stride, extra), size=data_cfg.size, augment=data_cfg.augment,
+                      label_space=label_space)
     ds.preload()
     return ds
 
 
-def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Dataset:
+def build_dataset(data_cfg: DataSection, label_space, progress: bool = False) -> Dataset:
     from tqdm import tqdm
 
     from m2hmx.data.sources import open_source
     from m2hmx.data.torch_datasets import FrameDataset
 
-    kind = data_cfg["kind"]
+    kind = data_cfg.kind
     if kind == "cityscapes":
         raise TrainError("the Cityscapes recipe needs a Cityscapes dataset reader, which m2hmx.data does not "
                          "have yet (readers: ScanNet, TUM, 7-Scenes, NYUDv2 .mat, video, images, synthetic)")
-    size = tuple(int(v) for v in data_cfg["size"])
-    augment = bool(data_cfg["augment"])
+    size, augment = data_cfg.size, data_cfg.augment
     if kind == "synthetic":  # rendered, not read from disk (~25 ms a frame, cheaper than decoding files)
-        seeds = range(*data_cfg["seeds"])
+        seeds = range(*data_cfg.seeds)
         refusal = reserved_seeds_in(seeds)
         if refusal:
-            raise TrainError(f"data.seeds {list(data_cfg['seeds'])}: {refusal}")
+            raise TrainError(f"data.seeds {list(data_cfg.seeds)}: {refusal}")
         # Rendered room by room up front: rendering on demand keeps a ray caster alive for every room not yet
         # fully cached, and with 1000 rooms Open3D crashed (segfault). Rooms render in one process per core
         # (spawned, not forked: this process's OpenMP threads may be running), in seed order whatever the core count;
@@ -283,12 +101,9 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
             datasets = list(tqdm(rendered, total=len(jobs), desc="rendering rooms", disable=not progress,
                                  dynamic_ncols=True))
         return ConcatDataset(datasets)
-    if kind in ("sources", "nyudv2"):
-        specs = list(data_cfg["sources"])
-        if not specs:
-            raise TrainError(f"data.kind is '{kind}' but data.sources is empty")
-    else:
-        raise TrainError(f"data.kind '{kind}' is not one of synthetic, sources, nyudv2, cityscapes")
+    specs = list(data_cfg.sources)  # kind sources or nyudv2 (the config allows no other)
+    if not specs:
+        raise TrainError(f"data.kind is '{kind}' but data.sources is empty")
 
     for spec in specs:  # a generated room given as a source spec is refused like data.seeds
         seed = str(spec).partition("synthetic:")[2]
@@ -300,10 +115,10 @@ def build_dataset(data_cfg: dict, label_space, progress: bool = False) -> Datase
         if kind == "nyudv2":  # the 795-image train split (splits.mat beside the .mat)
             from m2hmx.data.readers.nyu import NYUv2Labeled
 
-            root = data_cfg.get("data_root")
+            root = data_cfg.data_root
             path = Path(root) / spec if root and not Path(spec).exists() else Path(spec)
             return NYUv2Labeled(path, split="train")
-        return open_source(spec, data_cfg.get("data_root"))
+        return open_source(spec, data_cfg.data_root)
 
     parts = [FrameDataset(open_train(spec), size=size, augment=augment, label_space=label_space)
              for spec in specs]
@@ -410,10 +225,10 @@ def _to_float(x):
     return x
 
 
-def param_groups(module: TrainModule, optim_cfg: dict) -> list[dict]:
+def param_groups(module: TrainModule, optim_cfg: OptimSection) -> list[dict]:
     """AdamW groups: no weight decay on norms, biases (all 1-D tensors), ``A_log``, ``D``, tokens and
     log-variances; the backbone (its LoRA adapters) at ``lr * backbone_lr_scale``."""
-    lr, wd = float(optim_cfg["lr"]), float(optim_cfg["weight_decay"])
+    lr, wd = optim_cfg.lr, optim_cfg.weight_decay
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -421,7 +236,7 @@ def param_groups(module: TrainModule, optim_cfg: dict) -> list[dict]:
         no_decay = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_SUFFIXES
         backbone = name.startswith("model.backbone.")
         groups.setdefault((no_decay, backbone), []).append(p)
-    scale = float(optim_cfg["backbone_lr_scale"])
+    scale = optim_cfg.backbone_lr_scale
     return [{"params": ps, "weight_decay": 0.0 if nd else wd, "lr": lr * (scale if bb else 1.0)}
             for (nd, bb), ps in sorted(groups.items())]
 
@@ -508,40 +323,40 @@ def freeze_except(model: nn.Module, prefixes) -> int:
     return count
 
 
-def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_targets=None) -> TrainModule:
+def train(cfg: TrainConfig, progress: bool = True, dataset: Dataset | None = None, add_targets=None) -> TrainModule:
     """Run (or resume) the recipe ``cfg``; writes ``<out_dir>/{last.pt, model.safetensors, log.csv,
     config.yaml}`` and returns the trained network + loss module (each rank its own copy).
 
-    ``dataset``: train on these items instead of building ``cfg["data"]`` (e.g. one recording's frames);
+    ``dataset``: train on these items instead of building ``cfg.data`` (e.g. one recording's frames);
     ``add_targets(batch) -> batch``: called on each batch on the device before the forward pass (e.g. targets
     distilled from a teacher network)."""
     from m2hmx.labels import load_label_space
     from m2hmx.model import build_model
 
-    tcfg = cfg["train"]
+    tcfg = cfg.train
     called = time.perf_counter()
-    if tcfg["threads"]:
-        torch.set_num_threads(int(tcfg["threads"]))
-    rank, world, device = _dist_setup(tcfg["device"])
-    seed = int(tcfg["seed"])
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    rank, world, device = _dist_setup(tcfg.device)
+    seed = tcfg.seed
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-    model_config = build_model_config(cfg["model"])
+    model_config = build_model_config(cfg.model)
     label_space = load_label_space(model_config.label_space)
     dataset = SeededItems(dataset if dataset is not None else
-                          build_dataset(cfg["data"], label_space, progress and rank == 0))
+                          build_dataset(cfg.data, label_space, progress and rank == 0))
     model = build_model(model_config)
     try:
-        weights = LossWeights(**cfg["loss"])
+        weights = LossWeights(**cfg.loss)
     except TypeError as exc:
         raise TrainError(f"loss: {exc}") from None
     criterion = MultiTaskLoss(model_config.tasks, model_config.min_depth, model_config.max_depth, weights)
-    module = TrainModule(model, criterion, "cuda" if device.type == "cuda" and tcfg["bf16"] else None)
+    module = TrainModule(model, criterion, "cuda" if device.type == "cuda" and tcfg.bf16 else None)
     module.to(device).train()
-    if tcfg["trainable"] is not None:
-        freeze_except(model, tcfg["trainable"])
+    if tcfg.trainable is not None:
+        freeze_except(model, tcfg.trainable)
     run = _TrainRun(cfg, module, rank, world, device, called)
     run.run(dataset, add_targets, progress)
     return module
@@ -550,25 +365,26 @@ def train(cfg: dict, progress: bool = True, dataset: Dataset | None = None, add_
 class _TrainRun:
     """``train``'s optimiser, schedule, clock, checkpoints and log for one rank."""
 
-    def __init__(self, cfg: dict, module: TrainModule, rank: int, world: int, device: torch.device, called: float):
-        tcfg, ocfg = cfg["train"], cfg["optim"]
+    def __init__(self, cfg: TrainConfig, module: TrainModule, rank: int, world: int, device: torch.device,
+                 called: float):
+        tcfg, ocfg = cfg.train, cfg.optim
         self.cfg, self.module, self.rank, self.world, self.device = cfg, module, rank, world, device
         self.main_rank = rank == 0
-        self.optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=tuple(ocfg["betas"]))
-        self.total = int(tcfg["steps"])
+        self.optimizer = torch.optim.AdamW(param_groups(module, ocfg), betas=ocfg.betas)
+        self.total = tcfg.steps
         self.called = called
-        self.budget_s = None if tcfg["minutes"] is None else 60.0 * float(tcfg["minutes"])
+        self.budget_s = None if tcfg.minutes is None else 60.0 * tcfg.minutes
         self.started: float | None = None  # the schedule's clock runs from the first step, the budget from the call
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
-            s, self.total, int(ocfg["warmup_steps"]), ocfg["schedule"], float(ocfg["poly_power"]),
+            s, self.total, ocfg.warmup_steps, ocfg.schedule, ocfg.poly_power,
             self.time_progress()))
-        self.out_dir = Path(tcfg["out_dir"])
+        self.out_dir = Path(tcfg.out_dir)
         self.last = self.out_dir / "last.pt"
         self.start = self._resume_or_init()
         if self.main_rank:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.stop = min(self.total, int(tcfg["stop_at"])) if tcfg["stop_at"] is not None else self.total
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.stop = min(self.total, tcfg.stop_at) if tcfg.stop_at is not None else self.total
         tasks = sorted(module.model.config.tasks)
         self.log_path = self.out_dir / "log.csv"
         self.fields = ["step", "epoch", "lr", "loss"] + [f"loss_{t}" for t in tasks] + \
@@ -583,8 +399,8 @@ class _TrainRun:
 
     def _resume_or_init(self) -> int:
         """The step to start from: last.pt's (it holds the whole state: init_from does not apply), else 0."""
-        tcfg = self.cfg["train"]
-        if tcfg["resume"]:
+        tcfg = self.cfg.train
+        if tcfg.resume:
             if not self.last.is_file():
                 raise TrainError(f"cannot resume: {self.last} does not exist")
             state = torch.load(self.last, map_location=self.device, weights_only=False)
@@ -593,8 +409,8 @@ class _TrainRun:
             self.scheduler.load_state_dict(state["scheduler"])
             _set_rng_state(state["rng"][self.rank] if self.rank < len(state["rng"]) else state["rng"][0])
             return int(state["step"])
-        if tcfg["init_from"]:
-            _init_from(self.module, tcfg["init_from"])
+        if tcfg.init_from:
+            _init_from(self.module, tcfg.init_from)
         return 0
 
     def save(self, step: int) -> None:
@@ -609,10 +425,11 @@ class _TrainRun:
             return
         module, criterion = self.module, self.module.criterion
         _atomic_torch_save({"module": module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                            "scheduler": self.scheduler.state_dict(), "step": step, "rng": rngs, "config": self.cfg},
+                            "scheduler": self.scheduler.state_dict(), "step": step, "rng": rngs,
+                            "config": self.cfg.to_dict()},
                            self.last)
         save_checkpoint(self.out_dir / "model.safetensors", module.model,
-                        extra={"step": step, "recipe": Path(self.cfg["config_file"]).stem,
+                        extra={"step": step, "recipe": Path(self.cfg.config_file).stem,
                                "log_vars": criterion.uncertainty.log_vars.tolist() if criterion.uncertainty else None})
 
     def log(self, sums: dict, count: int, step: int, per_epoch: int, seconds: float) -> None:
@@ -627,10 +444,10 @@ class _TrainRun:
     def run(self, dataset: Dataset, add_targets, progress: bool) -> None:
         from tqdm import tqdm
 
-        tcfg, ocfg, module = self.cfg["train"], self.cfg["optim"], self.module
-        seed, start, stop, budget_s = int(tcfg["seed"]), self.start, self.stop, self.budget_s
-        sampler = StepBatches(len(dataset), int(tcfg["batch_size"]), stop, seed, start, self.rank, self.world)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=int(tcfg["num_workers"]),
+        tcfg, ocfg, module = self.cfg.train, self.cfg.optim, self.module
+        seed, start, stop, budget_s = tcfg.seed, self.start, self.stop, self.budget_s
+        sampler = StepBatches(len(dataset), tcfg.batch_size, stop, seed, start, self.rank, self.world)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tcfg.num_workers,
                             pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
         net = module
@@ -662,7 +479,7 @@ class _TrainRun:
                 loss, parts = net(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), float(ocfg["grad_clip"]))
+                grad_norm = torch.nn.utils.clip_grad_norm_(module.parameters(), ocfg.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
                 step += 1
@@ -677,11 +494,11 @@ class _TrainRun:
                     bar.n = min(round(budget_s), round(time.perf_counter() - self.started))
                     bar.refresh()
                 bar.set_postfix(step=step, loss=f"{loss.item():.3f}")
-                if self.main_rank and (step % int(tcfg["log_every"]) == 0 or step == stop):
+                if self.main_rank and (step % tcfg.log_every == 0 or step == stop):
                     now = time.perf_counter()
                     self.log(sums, count, step, sampler.per_epoch, now - tick)
                     sums, count, tick = {}, 0, now
-                if step % int(tcfg["ckpt_every"]) == 0 and step != stop:
+                if step % tcfg.ckpt_every == 0 and step != stop:
                     self.save(step)
         except KeyboardInterrupt:
             if self.main_rank:

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides + (["train.resume=true"] if args.resume else []))
-        check_input(cfg["train"].get("init_from"), "train.init_from", file=True)
-        check_output_folder(cfg["train"]["out_dir"], "train.out_dir")
+        check_input(cfg.train.init_from, "train.init_from", file=True)
+        check_output_folder(cfg.train.out_dir, "train.out_dir")
     except (TrainError, UsageError) as exc:  # the recipe or an override: a usage error, found before any work
         return report("m2hmx-train", exc, USAGE)
     try:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except Exception as exc:  # a failure during training: one line, no traceback
         return report("m2hmx-train", f"{type(exc).__name__}: {exc}", FAILURE)
-    print(f"model written to {cfg['train']['out_dir']}/model.safetensors")
+    print(f"model written to {cfg.train.out_dir}/model.safetensors")
     return 0
 
 

@@ -12,8 +12,9 @@ import torch
 from m2hmx.cli.train import main as train_main
 from m2hmx.data.synthetic import write_scene
 from m2hmx.labels import load_label_space
-from m2hmx.train import (DEFAULTS, TrainError, TrainModule, build_dataset, build_model_config, load_config,
-                         lr_factor, param_groups)
+from m2hmx.train import (TrainError, TrainModule, build_dataset, build_model_config, load_config, lr_factor,
+                         param_groups)
+from m2hmx.train_config import DEFAULTS, ModelSection, OptimSection
 
 TINY_NET = ["model.overrides.image_size=[32,48]", "model.overrides.backbone.hidden_size=32",
             "model.overrides.backbone.num_layers=4", "model.overrides.backbone.num_heads=2",
@@ -49,6 +50,8 @@ def test_twenty_steps_lower_the_loss_and_resume_is_bit_identical(scene, tmp_path
     task_sum = [sum(float(r[f"loss_{t}"]) for t in ("semseg", "depth", "normals", "edge")) for r in rows]
     assert sum(task_sum[-4:]) / 4 < 0.8 * sum(task_sum[:4]) / 4
     assert (full / "model.safetensors").is_file()
+    given = [a.removeprefix("--set=") for a in tiny(scene, full) if a.startswith("--set=")]
+    assert load_config(str(full / "config.yaml")) == load_config("demo", given)  # the run's recipe, read back
 
     assert train_main(tiny(scene, split, "train.stop_at=10")) == 0
     assert torch.load(split / "last.pt", weights_only=False)["step"] == 10
@@ -116,9 +119,9 @@ def test_ddp_two_gloo_processes_stay_in_sync(scene, tmp_path):
 
 def test_recipes_and_overrides():
     cfg = load_config("demo", ["optim.lr=0.01", "train.steps=7", "loss.consistency_se=0.0"])
-    assert cfg["optim"]["lr"] == 0.01 and cfg["train"]["steps"] == 7 and cfg["loss"]["consistency_se"] == 0.0
-    assert cfg["train"]["batch_size"] == 4  # from the recipe, not the defaults
-    assert DEFAULTS["optim"]["lr"] == 2e-4  # defaults untouched
+    assert cfg.optim.lr == 0.01 and cfg.train.steps == 7 and cfg.loss["consistency_se"] == 0.0
+    assert cfg.train.batch_size == 4  # from the recipe, not the defaults
+    assert DEFAULTS.optim.lr == 2e-4 and DEFAULTS.train.batch_size == 8  # defaults untouched
     for bad, msg in ((["optim.lrr=1"], "unknown config key 'optim.lrr'"), (["optim=3"], "must be a mapping"),
                      (["nokey"], "not key=value")):
         with pytest.raises(TrainError, match=msg):
@@ -126,15 +129,15 @@ def test_recipes_and_overrides():
     with pytest.raises(TrainError, match="neither a file nor a bundled recipe"):
         load_config("no-such-recipe")
     with pytest.raises(TrainError, match="not a field of BackboneConfig"):
-        build_model_config({"preset": "m2hmx-demo", "overrides": {"backbone": {"widht": 3}}})
+        build_model_config(ModelSection(preset="m2hmx-demo", overrides={"backbone": {"widht": 3}}))
     for name in ("nyudv2", "scannet", "cityscapes"):
-        assert load_config(name)["model"]["preset"] == "m2hmx-l"
+        assert load_config(name).model.preset == "m2hmx-l"
 
 
 def test_synthetic_data_renders_every_stride_th_frame_of_each_room():
     cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
                                "data.width=64", "data.size=[32,48]", "data.augment=false"])
-    data = build_dataset(cfg["data"], load_label_space("scannet20"))
+    data = build_dataset(cfg.data, load_label_space("scannet20"))
     assert len(data) == 6  # frames 0, 8, 16 of rooms 5 and 6
     item = data[4]
     assert item["image"].shape == (3, 32, 48) and item["semseg"].shape == (32, 48)
@@ -149,7 +152,7 @@ def test_wall_views_add_views_close_to_a_wall_after_each_room_s_walk(monkeypatch
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # rendered in this process: no start-up
     cfg = load_config("demo", ["data.seeds=[5,7]", "data.frames=20", "data.stride=8", "data.height=48",
                                "data.width=64", "data.size=[32,48]", "data.augment=false", "data.wall_views=2"])
-    data = build_dataset(cfg["data"], load_label_space("scannet20"))
+    data = build_dataset(cfg.data, load_label_space("scannet20"))
     assert len(data) == 10  # frames 0, 8, 16 and two wall views of rooms 5 and 6
     from m2hmx.data.synthetic import SyntheticSource, wall_views
 
@@ -164,9 +167,9 @@ def test_rooms_rendered_in_worker_processes_equal_rooms_rendered_in_process(monk
                                "data.width=64", "data.size=[32,48]", "data.augment=false"])
     space = load_label_space("scannet20")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    pooled = build_dataset(cfg["data"], space)
+    pooled = build_dataset(cfg.data, space)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    serial = build_dataset(cfg["data"], space)
+    serial = build_dataset(cfg.data, space)
     assert len(pooled) == len(serial) == 6
     for i in range(6):  # same frames in the same (seed) order
         a, b = pooled[i], serial[i]
@@ -182,16 +185,16 @@ def test_training_never_uses_the_evaluation_rooms(seeds, refused):
     cfg = load_config("demo", [f"data.seeds={seeds}", "data.frames=1", "data.height=24", "data.width=32",
                                "data.size=[24,32]"])
     if refused is None:  # room 99999 is the last one training may use
-        assert len(build_dataset(cfg["data"], load_label_space("scannet20"))) == 1
+        assert len(build_dataset(cfg.data, load_label_space("scannet20"))) == 1
     else:
         with pytest.raises(TrainError, match=re.escape(refused)):
-            build_dataset(cfg["data"], load_label_space("scannet20"))
+            build_dataset(cfg.data, load_label_space("scannet20"))
 
 
 def test_training_refuses_a_test_room_given_as_a_source():
     cfg = load_config("demo", ["data.kind=sources", "data.sources=[synthetic:5,synthetic:900017]"])
     with pytest.raises(TrainError, match=r"data.sources has synthetic:900017: .*test rooms \(seeds 900000-900119\)"):
-        build_dataset(cfg["data"], load_label_space("scannet20"))
+        build_dataset(cfg.data, load_label_space("scannet20"))
 
 
 def test_cityscapes_recipe_fails_with_one_line_message(capsys):
@@ -205,9 +208,9 @@ def test_param_groups_no_decay_on_norms_biases_ssm_and_log_vars():
     from m2hmx.model import build_model
 
     cfg = load_config("demo", [s for s in TINY_NET])
-    model = build_model(build_model_config(cfg["model"]))
+    model = build_model(build_model_config(cfg.model))
     module = TrainModule(model, MultiTaskLoss(model.config.tasks, 0.1, 10.0), None)
-    groups = param_groups(module, {"lr": 1e-3, "weight_decay": 0.05, "backbone_lr_scale": 0.5})
+    groups = param_groups(module, OptimSection(lr=1e-3, weight_decay=0.05, backbone_lr_scale=0.5))
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     named = dict(module.named_parameters())
