@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network outputs to predict (default: all of the model's); mapping uses depth and semseg "
                         "only, and 'depth,semseg' skips the other heads' prediction layers with the same answers")
     p.add_argument("--max-frames", type=positive_int, default=None)
+    p.add_argument("--realtime", action="store_true",
+                   help="play the recording at its own clock: a frame whose successor is already due when the "
+                        "mapper is ready is skipped, like a live camera (default: every frame is mapped)")
     p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
@@ -92,6 +95,17 @@ def _tasks(text: str) -> tuple[str, ...]:
         return parse_tasks(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _latency_observer(source, observer):
+    """``observer`` (or nothing) plus each mapped frame's latency: from its due time on the recording's clock to
+    the end of its mapping step (``latencies``, seconds)."""
+    def on_frame(frame, prediction, pf, step):
+        on_frame.latencies.append(time.monotonic() - source.due[frame.index])
+        if observer is not None:
+            observer(frame, prediction, pf, step)
+    on_frame.latencies = []
+    return on_frame
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +150,10 @@ def _run(args) -> int:
 
     check_writable(Path(args.out))
     source = open_source(args.dataset)
+    if args.realtime:
+        from app.sources import RealtimePlayback
+
+        source = RealtimePlayback(source)
     predictor = None
     if args.depth == "pred" or args.checkpoint:
         from m2hmx import ASSETS_DIR
@@ -151,10 +169,11 @@ def _run(args) -> int:
                            odometry=args.odometry, loop_closure=args.loops)
     bridge = MappingBridge(label_space, config)
     observer = _observer(args, bridge, label_space)
+    on_frame = _latency_observer(source, observer) if args.realtime else observer
     t0 = time.perf_counter()
     try:
         run = run_mapping(source, bridge, predictor, args.depth, args.max_frames, not args.no_progress,
-                          stride=args.stride, gt_poses=args.gt_poses, on_frame=observer)
+                          stride=args.stride, gt_poses=args.gt_poses, on_frame=on_frame)
     finally:
         source.close()
     wall = time.perf_counter() - t0
@@ -174,6 +193,10 @@ def _run(args) -> int:
         "wall_s": wall, "export_s": export_s, "error": run["error"], "ate_rmse_m": None,
         "ate_sim3_rmse_m": None, "ate_sim3_scale": None, "rpe_1s_trans_m": None, "rpe_1s_rot_deg": None,
     }
+    if args.realtime:
+        lat = np.array(on_frame.latencies) if on_frame.latencies else np.full(1, np.nan)
+        metrics["realtime"] = {"skipped_frames": source.skipped, "latency_ms_p50": float(1000 * np.median(lat)),
+                               "latency_ms_p95": float(1000 * np.percentile(lat, 95))}
     if bridge.loops is not None:
         metrics["loops"] = {"accepted": len(bridge.loops.corrections), "rejected": bridge.loops.rejected,
                             "keyframes": len(bridge.loops.graph), "seconds": bridge.loop_seconds,
@@ -204,7 +227,10 @@ def _run(args) -> int:
              f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")
           + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
-             if objects else "") + f"; wrote {len(written) + 1} files to {out}" + extra)
+             if objects else "")
+          + (f", real time: {source.skipped} frames skipped, latency p50 {metrics['realtime']['latency_ms_p50']:.0f}"
+             f" / p95 {metrics['realtime']['latency_ms_p95']:.0f} ms" if args.realtime else "")
+          + f"; wrote {len(written) + 1} files to {out}" + extra)
     if run["interrupted"]:
         print(f"m2hmx-map: {run['error']} (map up to that frame exported)", file=sys.stderr)
         return 130

@@ -111,8 +111,11 @@ def bundled_table(rounds: int) -> None:
 
 
 def accuracy(tasks: tuple[str, ...] | None) -> None:
-    from benchmarks.eval_demo_model import ROOMS, STRIDE, evaluate_rooms
+    from benchmarks.eval_demo_model import DEFAULT_STRIDE, evaluate_rooms
+    from m2hmx.data.splits import SPLITS
     from m2hmx.predictor import Predictor
+
+    ROOMS, STRIDE = SPLITS["heldout"], DEFAULT_STRIDE["heldout"]
 
     card = json.loads((ROOT / "assets" / "m2hmx-demo.metrics.json").read_text())["heldout"]
     t = time.perf_counter()
