@@ -104,27 +104,31 @@ class OnnxForward:
 
     def _session(self, name: str, module: nn.Module, args: tuple, input_names: list[str],
                  output_names: tuple[str, ...] | None = None):
-        import onnxruntime as ort
-
         path = cache_dir() / f"{name}.onnx"
         if path.is_file():
-            data = path.read_bytes()
-        else:
-            buffer = io.BytesIO()
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
-                torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
-                                  output_names=list(output_names) if output_names else None)
-            data = buffer.getvalue()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(path, data)
-            except OSError:
-                pass  # a read-only or full cache only costs the next start another export
+                return self._load(path.read_bytes())
+            except Exception:  # a damaged cache file: export again
+                pass
+        buffer = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+            torch.onnx.export(module, args, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+                              output_names=list(output_names) if output_names else None)
+        session = self._load(buffer.getvalue())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError:
+            pass  # a read-only or full cache only costs the next start another export
+        return session
+
+    def _load(self, data: bytes):
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
