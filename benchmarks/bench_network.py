@@ -84,15 +84,16 @@ def preset_table(rounds: int) -> None:
 def bundled_predictors() -> dict:
     from m2hmx.predictor import Predictor
 
-    contiguous = Predictor.from_checkpoint(BUNDLED)  # as before: contiguous weights and input
-    contiguous.model.to(memory_format=torch.contiguous_format)
-    contiguous.memory_format = torch.contiguous_format
-    return {"contiguous, 4 outputs": contiguous, "channels-last, 4 outputs": Predictor.from_checkpoint(BUNDLED),
-            "channels-last, depth,semseg": Predictor.from_checkpoint(BUNDLED, tasks=("depth", "semseg"))}
+    two = ("depth", "semseg")
+    return {"torch (channels-last), 4 outputs": Predictor.from_checkpoint(BUNDLED, engine="torch"),
+            "onnxruntime, 4 outputs (default)": Predictor.from_checkpoint(BUNDLED),
+            "torch (channels-last), depth,semseg": Predictor.from_checkpoint(BUNDLED, engine="torch", tasks=two),
+            "onnxruntime, depth,semseg": Predictor.from_checkpoint(BUNDLED, tasks=two)}
 
 
 def bundled_table(rounds: int) -> None:
-    """The bundled model through the Predictor, on rendered frames of a validation room (seed 200000)."""
+    """The bundled model through the Predictor, on rendered frames of a validation room (seed 200000): the
+    torch and ONNX Runtime engines, 4 and 2 outputs (the first predict exports or loads the ONNX graphs: warm-up)."""
     from m2hmx.data.sources import open_source
 
     source = open_source("synthetic:200000")
