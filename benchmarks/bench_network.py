@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+import m2hmx  # noqa: F401,I001  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP, as the apps do)
 import torch
 
 from m2hmx.cli.profile import count_macs, count_params, measure_latency
