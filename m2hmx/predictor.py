@@ -39,7 +39,7 @@ class Predictor:
     runs channels-last (NHWC), which oneDNN's convolutions take without reordering their inputs
     (benchmarks/RESULTS.md, "Inference speed").
     ``engine``: "onnxruntime" (the default on CPU for fp32 without ``compile``) runs the backbone, HFA and heads
-    in ONNX Runtime and the decoder in torch (``m2hmx.onnx_forward``): about half the CPU time, answers equal to
+    in ONNX Runtime and the decoder in torch (``m2hmx.onnx_forward``): 0.70 of the CPU time, answers equal to
     float rounding. Its graphs are a snapshot of the weights, exported at the first frame of each size (or
     loaded from the cache). If the export or ONNX Runtime fails, the predictor says so in one line and runs in
     torch. "torch" runs the model as it is."""
