@@ -3,7 +3,7 @@
 The decoder stays in torch because its selective scan is a numba kernel with no ONNX form. The other two parts
 are exported with torch's TorchScript-based ONNX exporter (opset 17) for one input size and one set of outputs,
 and run by ONNX Runtime's CPU provider, which fuses the ViT's layer norms, GELUs and attention and the heads'
-convolution + GroupNorm + GELU chains that eager torch runs as ~800 separate operators (benchmarks/RESULTS.md,
+convolution + GroupNorm + GELU chains that eager torch runs as hundreds of separate operators (benchmarks/RESULTS.md,
 "ONNX Runtime"). Answers match torch's to float rounding (logits within ~2e-5 on ImageNet-normalised images).
 
 Exported graphs are a snapshot of the weights, cached on disk under ``$M2HMX_CACHE`` (default ``~/.cache/m2hmx``)
