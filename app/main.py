@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("run and output")
     run.add_argument("--size", type=_size, default=(240, 320), metavar="HxW",
                      help="processing size frames are resized to (240x320)")
+    run.add_argument("--realtime", action="store_true",
+                     help="play a recording or the demo at its own clock, dropping frames to keep latency bounded "
+                          "like a live camera (default: every frame is mapped)")
     run.add_argument("--max-frames", type=positive_int, metavar="N", help="stop reading the source after N frames")
     run.add_argument("--loop", type=positive_int, metavar="N",
                      help="play a finite source back and forth for N frames (soak tests)")
@@ -171,6 +174,7 @@ def options_from_args(args: argparse.Namespace):
         spec = SourceSpec("video", args.video, intrinsics=args.intrinsics)
     else:
         spec = SourceSpec("demo", demo_seed=args.demo_seed)
+    spec.realtime = args.realtime
     checkpoint, note = args.checkpoint, ""
     if checkpoint is None:
         bundled = bundled_model()
@@ -223,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             load_label_space(args.labelspace)
         except (OSError, ValueError, KeyError) as exc:
             parser.error(f"--labelspace: {exc}")
+    if args.realtime and (args.camera is not None or args.realsense is not None):
+        parser.error("--realtime is for recordings and the demo (a live camera keeps its own clock)")
+    if args.realtime and args.loop:
+        parser.error("give one of --realtime, --loop")
     if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
         parser.error("give one of --rerun, --rerun-connect, --rerun-save")
     try:  # a missing extra or an unwritable recording fails before the window opens

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera intrinsics in pixels of the recorded images, for a folder, video or image sequence "
                         "whose own cannot be inferred (e.g. a TUM folder not named fr1/fr2/fr3)")
     p.add_argument("--max-frames", type=positive_int, default=None)
+    p.add_argument("--realtime", action="store_true",
+                   help="play the recording at its own clock: a frame whose successor is already due when the "
+                        "mapper is ready is skipped, like a live camera (default: every frame is mapped)")
     p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
@@ -138,7 +141,7 @@ def _run(args) -> int:
         return observers[0]
 
     run = map_sequence(args.dataset, config, predictor, args.max_frames, args.stride, not args.no_progress, observe,
-                       args.intrinsics)
+                       args.intrinsics, args.realtime)
     out = Path(args.out)
     written = run.export(out)
     metrics = run.metrics()
@@ -156,6 +159,7 @@ def _run(args) -> int:
 
 def _print_summary(run, metrics: dict, files: int, out: Path, extra: str) -> None:
     ate, rpe, objects = metrics["ate_rmse_m"], metrics["rpe_1s_trans_m"], metrics.get("objects")
+    realtime = metrics.get("realtime")
     if run.intrinsics:
         print(f"m2hmx-map: {run.intrinsics}", file=sys.stderr)
     if run.bridge.odometry_note:
@@ -165,7 +169,10 @@ def _print_summary(run, metrics: dict, files: int, out: Path, extra: str) -> Non
              f"{metrics['ate_sim3_scale']:.3f})" if ate is not None else "")
           + (f", RPE over 1 s {rpe * 100:.2f} cm / {metrics['rpe_1s_rot_deg']:.2f} deg" if rpe is not None else "")
           + (f", objects {objects['matched']} of {objects['true_objects']} found by {objects['nodes']} nodes"
-             if objects else "") + f"; wrote {files} files to {out}" + extra)
+             if objects else "")
+          + (f", real time: {realtime['skipped_frames']} frames skipped, latency p50 {realtime['latency_ms_p50']:.0f}"
+             f" / p95 {realtime['latency_ms_p95']:.0f} ms" if realtime else "")
+          + f"; wrote {files} files to {out}" + extra)
 
 
 def _observer(args, bridge, label_space):

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from app.pipeline import run_mapping
 
 
@@ -24,6 +26,7 @@ class MapRun:
     truth_objects: list | None = None  # (class id, box min, box max) of a generated room's visible objects
     export_s: float | None = None
     intrinsics: str = ""  # which intrinsics were assumed and why, when the source could not know its own
+    realtime: dict | None = None  # --realtime: frames skipped, latency p50 / p95 (ms)
     _snapshot: object = field(default=None, repr=False)
 
     def snapshot(self):
@@ -62,6 +65,8 @@ class MapRun:
                                 "correction_s": [c.seconds for c in bridge.loops.corrections]}
         if self.gt is not None and self.frames >= 3:
             metrics.update(trajectory_metrics(self.gt, bridge.trajectory(), max_diff=0.02))
+        if self.realtime is not None:
+            metrics["realtime"] = self.realtime
         if self.truth_objects is not None:
             metrics["objects"] = score_objects(self.snapshot().objects, self.truth_objects)
         return metrics
@@ -79,21 +84,29 @@ def load_predictor(checkpoint: str | None, tasks: tuple[str, ...] | None = None,
 
 
 def map_sequence(dataset: str, config, predictor=None, max_frames: int | None = None, stride: int = 1,
-                 progress: bool = True, observe=None, intrinsics: tuple[float, float, float, float] | None = None
-                 ) -> MapRun:
+                 progress: bool = True, observe=None, intrinsics: tuple[float, float, float, float] | None = None,
+                 realtime: bool = False) -> MapRun:
     """Map the source ``dataset`` (``m2hmx.data.sources.open_source``) with ``config`` (a ``MappingConfig``;
     ``use_pose_prior`` maps at the ground-truth poses) and ``predictor`` (needed for depth mode "pred"; its
-    labels are used when given); ``intrinsics`` (fx, fy, cx, cy) for a recording that cannot know its own. ``observe(bridge, label_space)`` may return an ``on_frame`` callback
+    labels are used when given); ``intrinsics`` (fx, fy, cx, cy) for a recording that cannot know its own; ``realtime`` plays the recording at its clock, dropping frames
+    like a live camera (``app.sources.RealtimePlayback``). ``observe(bridge, label_space)`` may return an ``on_frame`` callback
     (``run_mapping``). A frame error ends the run early with the map so far kept (``MapRun.error``)."""
     from m2hmx.data.sources import describe_intrinsics, open_source
     from m2hmx.labels import choose_label_space
     from mapping.bridge import MappingBridge
 
     source = open_source(dataset, intrinsics=intrinsics)
+    assumed = describe_intrinsics(source)
+    if realtime:
+        from app.sources import RealtimePlayback
+
+        source = RealtimePlayback(source)
     try:
         label_space, _ = choose_label_space(None, getattr(predictor, "label_space", None), source.label_space)
         bridge = MappingBridge(label_space, config)
         on_frame = observe(bridge, label_space) if observe is not None else None
+        if realtime:
+            on_frame = _latency_observer(source, on_frame)
         t0 = time.perf_counter()
         run = run_mapping(source, bridge, predictor, config.depth_mode, max_frames, progress, stride=stride,
                           gt_poses=config.use_pose_prior, on_frame=on_frame)
@@ -103,5 +116,21 @@ def map_sequence(dataset: str, config, predictor=None, max_frames: int | None = 
     truth = None
     if hasattr(source, "visible_objects") and run["gt"] is not None:  # generated rooms know their objects
         truth = [(o.class_id, o.aabb_min, o.aabb_max) for o in source.visible_objects(run["gt"][1])]
+    paced = None
+    if realtime:
+        lat = 1000 * np.array(on_frame.latencies) if on_frame.latencies else np.full(1, np.nan)
+        paced = {"skipped_frames": source.skipped, "latency_ms_p50": float(np.median(lat)),
+                 "latency_ms_p95": float(np.percentile(lat, 95))}
     return MapRun(dataset, bridge, run["frames"], run["failures"], run["gt"], run["error"], run["interrupted"],
-                  wall, truth, intrinsics=describe_intrinsics(source))
+                  wall, truth, intrinsics=assumed, realtime=paced)
+
+
+def _latency_observer(source, observer):
+    """``observer`` (or nothing) plus each mapped frame's latency: from its due time on the recording's clock to
+    the end of its mapping step (``latencies``, seconds)."""
+    def on_frame(frame, prediction, pf, step):
+        on_frame.latencies.append(time.monotonic() - source.due[frame.index])
+        if observer is not None:
+            observer(frame, prediction, pf, step)
+    on_frame.latencies = []
+    return on_frame

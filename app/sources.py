@@ -31,6 +31,7 @@ class SourceSpec:
     demo_seed: int = FIRST_HELD_OUT_SEED  # a room the bundled model never saw in training
     demo_frames: int = 300
     intrinsics: tuple[float, float, float, float] | None = None  # dataset / video: --intrinsics fx, fy, cx, cy
+    realtime: bool = False  # play a recording or the demo at its clock, dropping frames like a live camera
 
     def describe(self) -> str:
         return {"demo": f"generated scene (seed {self.demo_seed})", "camera": f"camera {self.value}",
@@ -40,6 +41,13 @@ class SourceSpec:
 
 def open_viewer_source(spec: SourceSpec, size: tuple[int, int] | None = None):
     """Open the source ``spec`` names; raises SourceError (one line) when it cannot be opened."""
+    source = _open(spec, size)
+    if spec.realtime and not source.live:
+        return RealtimePlayback(source)
+    return source
+
+
+def _open(spec: SourceSpec, size: tuple[int, int] | None):
     if spec.kind == "demo":
         from m2hmx.data.synthetic import SyntheticSource
 
@@ -331,6 +339,92 @@ class BackAndForth:
             frame.timestamp, frame.index = k / self.fps, k
             frame.imu = None  # played backwards and re-timed: the recorded motion no longer matches
             yield frame
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class RealtimePlayback:
+    """A finite source played at its recording's clock, like a live camera (``--realtime``): frame k is handed
+    out no earlier than (its timestamp - the first's) after the first one was, and a frame whose successor is
+    already due when it is asked for is skipped (counted in ``skipped``; its IMU samples go with the next frame),
+    so a slow reader gets the newest frame instead of falling behind. ``live`` is True, so the viewer's
+    hand-offs also replace stale frames. ``due[index]`` is each handed-out frame's monotonic due time, from
+    which a caller measures latency. Time spent paused counts, as it would for a camera."""
+
+    live = True
+
+    def __init__(self, source, speed: float = 1.0):  # speed: recording seconds per wall second
+        self.source, self.speed = source, speed
+        self.name = f"{source.name} (real time)"
+        self.label_space = source.label_space
+        self.num_frames = getattr(source, "num_frames", None)
+        self.skipped = 0
+        self.due: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getattr__(self, name):  # the wrapped source's other attributes (has_imu, visible_objects, ...)
+        return getattr(self.source, name)
+
+    def __iter__(self):
+        self.skipped, self.due = 0, {}
+        times = getattr(self.source, "timestamps", None)
+        if times is not None and hasattr(self.source, "__getitem__"):
+            yield from self._indexed(np.asarray(times, float))
+        else:
+            yield from self._sequential()
+
+    def _due(self, start, timestamp: float) -> float:
+        return start[0] + (timestamp - start[1]) / self.speed
+
+    def _handout(self, frame, due: float):
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.due[frame.index] = due
+        return frame
+
+    def _indexed(self, times: np.ndarray):
+        """A source that knows every frame's time: the newest due frame is read, the skipped ones never are.
+        When the source holds its whole IMU stream (``imu.between``), the frame carries the samples since the
+        last frame handed out."""
+        start, i, last_t = None, 0, None
+        stream = getattr(self.source, "imu", None)
+        while i < len(times):
+            now = time.monotonic()
+            if start is None:
+                start = (now, times[0])
+            j = max(i, int(np.searchsorted(times, start[1] + (now - start[0]) * self.speed, side="right")) - 1)
+            self.skipped += j - i
+            frame = self.source[j]
+            if j > i and last_t is not None and hasattr(stream, "between"):
+                frame.imu = stream.between(last_t, frame.timestamp)
+            yield self._handout(frame, self._due(start, times[j]))
+            last_t, i = frame.timestamp, j + 1
+
+    def _sequential(self):
+        """Any other source: frames are read in turn, and one whose successor is already due is skipped (its
+        IMU samples go with the next frame)."""
+        from mapping.imu import carry_over
+
+        frames = iter(self.source)
+        start = None
+        frame = next(frames, None)
+        while frame is not None:
+            if start is None:
+                start = (time.monotonic(), frame.timestamp)
+            due, later = self._due(start, frame.timestamp), None
+            while time.monotonic() > due:
+                later = next(frames, None)
+                if later is None or self._due(start, later.timestamp) > time.monotonic():
+                    break
+                later.imu = carry_over(frame.imu, later.imu)
+                self.skipped += 1
+                frame, due, later = later, self._due(start, later.timestamp), None
+            yield self._handout(frame, due)
+            frame = later if later is not None else next(frames, None)
 
     def close(self) -> None:
         self.source.close()

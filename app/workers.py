@@ -149,7 +149,7 @@ class CaptureThread(QtCore.QThread):
                     self._restart, self.done = False, False
                     self.generation += 1
                     self.delivered = 0
-                    if not self.live:
+                    if not self.live or getattr(self.source, "num_frames", None) is not None:  # --realtime
                         iterator = iter(self.source)
                     self.out_slot.clear()
                     continue

@@ -62,11 +62,19 @@ class M2HMX(nn.Module):
         """``outputs``: the tasks to predict (eval mode; default all), e.g. ("depth", "semseg") as the paper
         deploys it: the other heads' prediction layers and full-size outputs are skipped, and the asked
         outputs are exactly what the full forward gives."""
-        size = images.shape[-2:]
-        predict = self.needed_heads(outputs) if outputs is not None and not self.training else self.tasks
+        pyramid, g = self.encode(images)
+        return self.predict_heads(self.decoder(pyramid, g), images.shape[-2:], outputs)
+
+    def encode(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Backbone + HFA: (pyramid coarse to fine, register vector g), the decoder's input."""
         maps, registers = self.backbone(images)
-        pyramid, g = self.hfa(maps, registers)
-        feats = self.decoder(pyramid, g)
+        return self.hfa(maps, registers)
+
+    def predict_heads(self, feats: dict[str, list[torch.Tensor]], size, outputs: tuple[str, ...] | None = None
+                      ) -> dict:
+        """The task heads on the decoder's features and the outputs at the input ``size`` (see ``forward``)."""
+        size = tuple(size)
+        predict = self.needed_heads(outputs) if outputs is not None and not self.training else self.tasks
         context = {t: feats[t][0] for t in self.tasks}  # raw stride-4 features, replaced as heads run
         out, aux = {}, {}
         for task in HEAD_ORDER:

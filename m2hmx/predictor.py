@@ -2,6 +2,7 @@
 at the input size. Thread count (``torch.set_num_threads``) is the caller's business."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -36,15 +37,18 @@ class Predictor:
     model's; depth and semseg at least), e.g. ("depth", "semseg") as the paper deploys it: the other heads'
     prediction layers are skipped and the asked outputs are unchanged (``M2HMX.forward``). On CPU the model
     runs channels-last (NHWC), which oneDNN's convolutions take without reordering their inputs
-    (benchmarks/RESULTS.md, "Inference speed")."""
+    (benchmarks/RESULTS.md, "Inference speed").
+    ``engine``: "onnxruntime" (the default on CPU for fp32 without ``compile``) runs the backbone, HFA and heads
+    in ONNX Runtime and the decoder in torch (``m2hmx.onnx_forward``): 0.70 of the CPU time, answers equal to
+    float rounding. Its graphs are a snapshot of the weights, exported at the first frame of each size (or
+    loaded from the cache). If the export or ONNX Runtime fails, the predictor says so in one line and runs in
+    torch. "torch" runs the model as it is."""
 
     def __init__(self, model, device: str | torch.device = "cpu", amp: str | None = None, compile: bool = False,
-                 tasks: tuple[str, ...] | None = None):
+                 tasks: tuple[str, ...] | None = None, engine: str | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
         wanted = self.config.tasks if tasks is None else tuple(tasks)
         unknown = sorted(set(wanted) - set(self.config.tasks))
         if unknown or not {"depth", "semseg"} <= set(wanted):
@@ -58,10 +62,38 @@ class Predictor:
         if amp not in ("bf16", "fp16", "fp32"):
             raise PredictorError(f"amp '{amp}' is not bf16, fp16 or fp32")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[amp]
+        onnx_ok = self.device.type == "cpu" and amp == "fp32" and not compile
+        if engine is None:
+            engine = "onnxruntime" if onnx_ok else "torch"
+        if engine not in ("onnxruntime", "torch"):
+            raise PredictorError(f"engine '{engine}' is not onnxruntime or torch")
+        if engine == "onnxruntime" and not onnx_ok:
+            raise PredictorError("engine onnxruntime runs on CPU in fp32 without compile")
         self._forward = torch.compile(self.model) if compile else self.model
+        if engine == "onnxruntime":
+            try:
+                from m2hmx.onnx_forward import OnnxForward
+
+                self._forward = OnnxForward(self.model, torch.get_num_threads())
+            except Exception as exc:  # onnxruntime missing or broken: torch gives the same answers, slower
+                engine = self._torch_fallback(exc)
+        self.engine = engine
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        if engine == "onnxruntime":
+            self.memory_format = torch.contiguous_format  # ONNX Runtime takes NCHW; the decoder runs as it comes
+        self.model.to(memory_format=self.memory_format)
         self.label_space: LabelSpace = load_label_space(self.config.label_space)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    def _torch_fallback(self, exc: Exception) -> str:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        logging.getLogger("m2hmx").warning(f"m2hmx: ONNX Runtime not used ({type(exc).__name__}: {first[:160]}); "
+                                           "running the network in torch")
+        self._forward = self.model
+        self.memory_format = torch.channels_last
+        self.model.to(memory_format=self.memory_format)
+        return "torch"
 
     @classmethod
     def from_checkpoint(cls, path, device: str | torch.device = "cpu", **kwargs) -> "Predictor":
@@ -90,7 +122,14 @@ class Predictor:
         x = F.pad(x, (0, pw - w, 0, ph - h))  # zero after normalisation = the mean colour
         x = x.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self._forward(x, self._outputs)
+            try:
+                out = self._forward(x, self._outputs)
+            except Exception as exc:
+                if self.engine != "onnxruntime":
+                    raise
+                self.engine = self._torch_fallback(exc)  # the export or the session failed on this size
+                x = x.contiguous(memory_format=self.memory_format)
+                out = self._forward(x, self._outputs)
 
         def back(t: torch.Tensor, align_corners: bool = False) -> torch.Tensor:  # crop padding, resize to input
             t = t[..., :h, :w].float()

@@ -937,6 +937,11 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.num_frames
 
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Every frame's time (s), known without rendering it (``app.sources.RealtimePlayback`` skips by it)."""
+        return np.arange(self.num_frames) / FPS
+
     def __getitem__(self, i: int) -> Frame:
         if not -self.num_frames <= i < self.num_frames:
             raise IndexError(i)

@@ -50,7 +50,7 @@ def test_predictor_matches_the_plain_computation(tiny_config):
     model = build_model(tiny_config()).eval()
     plain = build_model(tiny_config()).eval()
     plain.load_state_dict(model.state_dict())
-    predictor = Predictor(model)
+    predictor = Predictor(model, engine="torch")  # the ONNX Runtime engine: tests/network/test_onnx_forward.py
     assert next(p for p in model.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
     rgb = _image(4)
     x = (torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255 - torch.tensor([0.485, 0.456, 0.406])
