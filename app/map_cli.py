@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=positive_int, default=1, help="use every K-th frame")
     p.add_argument("--gt-poses", action="store_true", help="use ground-truth poses instead of tracking")
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
-                   help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU); "
-                        "point_to_plane/hybrid/intensity: dense frame-to-model; default hybrid with --depth pred, "
-                        "point_to_plane otherwise")
+                   help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU; the frames it "
+                        "loses go to the dense hybrid tracker); point_to_plane/hybrid/intensity: dense frame-to-model; "
+                        "default vio with --depth pred, point_to_plane otherwise")
     p.add_argument("--voxel-size", type=_voxel_size, default=None,
                    help=f"TSDF voxel (m, {VOXEL_RANGE[0]}-{VOXEL_RANGE[1]}); default by image width")
     p.add_argument("--loops", action="store_true",
@@ -166,7 +166,7 @@ def _run(args) -> int:
     n = max(run["frames"], 1)
     metrics = {
         "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
-        "tracking_failures": run["failures"], "voxel_size_m": bridge.voxel_size,
+        "tracking_failures": run["failures"], "dense_fallback_frames": bridge.dense_fallbacks, "voxel_size_m": bridge.voxel_size,
         "odometry": None if args.gt_poses else bridge.odometry_mode, "odometry_note": bridge.odometry_note,
         "keyframes": bridge.keyframe_count,
         "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,

@@ -46,13 +46,11 @@ class MappingConfig:
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
     # "point_to_plane" | "hybrid" | "intensity" (dense frame-to-model) or "vio" | "vo" (sparse keyframe
-    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU). None = hybrid for
-    # predicted depth, point_to_plane otherwise. Predicted depth's shape errors move a geometric fit by their
-    # full size, while a photometric residual sees a depth error only through the parallax of the
-    # frame-to-frame motion (small at 30 Hz), so the hybrid fit tracks predicted depth better; on exact depth
-    # point-to-plane alone is more accurate (benchmarks/RESULTS.md, "Odometry for predicted depth"). The sparse
-    # odometry measures worse on exact and sensor depth; on predicted depth it beats hybrid in four held-out rooms
-    # of five but loses one for good, so it is not a default yet (RESULTS.md, docs/design/odometry.md).
+    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU). None = vio for predicted
+    # depth, point_to_plane otherwise. On the network's depth the dense fit follows every smooth shape error of the
+    # prediction, while the sparse odometry takes the pose from feature tracks and the IMU; the frames it loses
+    # (no trackable corners, e.g. a bare wall) go to the dense hybrid tracker (``dense_method``). On exact and
+    # sensor depth point-to-plane is the more accurate (benchmarks/RESULTS.md, "Sparse odometry as the default").
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
@@ -82,6 +80,14 @@ class MappingConfig:
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
+        return "vio" if self.depth_mode == "pred" else "point_to_plane"
+
+    @property
+    def dense_method(self) -> str:
+        """The dense frame-to-model method: the chosen one, or with sparse odometry the one that takes the frames
+        it loses (hybrid for predicted depth, point_to_plane otherwise)."""
+        if self.odometry_method in ODOMETRY_METHODS:
+            return self.odometry_method
         return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
@@ -109,6 +115,7 @@ class StepResult:
     scale: float = 1.0  # factor applied to this frame's depth (1 without alignment)
     tracked: int = 0  # sparse odometry: feature tracks used for this frame's pose
     keyframe: bool = False  # sparse odometry: this frame became a keyframe
+    dense_fallback: bool = False  # sparse odometry lost this frame; its pose is the dense tracker's
 
 
 @dataclass
@@ -160,6 +167,7 @@ class MappingBridge:
         self.keyframes: list[Keyframe] = []
         self.loops = None  # mapping.loops.LoopCloser when config.loop_closure
         self.failures = 0
+        self.dense_fallbacks = 0  # frames the sparse odometry lost and the dense tracker took
         self.loop_seconds = 0.0  # place recognition, optimisation and map rebuilds, in total
         self.timing_totals = {s: 0.0 for s in STAGES}
         self.frames = 0
@@ -204,15 +212,31 @@ class MappingBridge:
         ok, message, scale = True, "", 1.0
         input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
-        keyframe = False
+        keyframe = fallback = False
         if self.odometry_mode is None:
             self._start_odometry(frame)
         if cfg.sparse_odometry:
             t0 = time.perf_counter()
             ok, message, pose, scale, keyframe = self._sparse_step(frame, depth)
+            times["odometry"] += time.perf_counter() - t0
             if self.loops is not None:  # the odometry's pose, moved into the loop-corrected map
                 pose = self.loops.correction @ pose
-            times["odometry"] += time.perf_counter() - t0
+            if not ok and tracker.integrated_frames:
+                # The sparse odometry lost this frame (a bare wall has no corners to track, but its planes
+                # still fix the pose): the dense tracker takes it against the map, and the sparse odometry
+                # carries on from that pose (its relocalisation and restarts start there).
+                self._render_pose = self._last_pose @ self._velocity
+                tracker.synthesize(self._render_pose)
+                ok, dense_message, pose, scale = self._dense_track(frame, depth, times)
+                input_set = True
+                if ok:
+                    self.dense_fallbacks += 1
+                    fallback = True
+                    held = pose if self.loops is None else np.linalg.inv(self.loops.correction) @ pose
+                    self._odometry.relocate(held)
+                    message = f"{message}; pose from the dense {cfg.dense_method} tracker"
+                else:
+                    message = f"{message}; {dense_message}"
         elif cfg.use_pose_prior:
             pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
             if align and tracker.integrated_frames:
@@ -223,38 +247,8 @@ class MappingBridge:
         elif tracker.integrated_frames == 0:
             pose = self._last_pose
         else:
-            if align:
-                t0 = time.perf_counter()
-                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)  # ray-cast at the last pose
-                times["align"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            tracker.set_input(depth, frame.rgb)
+            ok, message, pose, scale = self._dense_track(frame, depth, times)
             input_set = True
-            try:
-                delta, _ = tracker.track()
-                pose = self._render_pose @ delta
-            except TrackingFailure as exc:
-                ok, message, pose = False, str(exc), self._last_pose
-                self._velocity = np.eye(4)
-            times["track"] += time.perf_counter() - t0
-            if ok and align and self._prev_depth is not None:
-                # Scale from a joint pose + scale fit against the previous (aligned) depth map, then
-                # re-track with the corrected depth (see module docstring).
-                t0 = time.perf_counter()
-                init = np.linalg.inv(self._last_pose) @ pose
-                refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
-                times["align"] += time.perf_counter() - t0
-                if refined is not None and 0.8 < refined[1] < 1.25:
-                    depth *= np.float32(refined[1])
-                    scale *= refined[1]
-                    t0 = time.perf_counter()
-                    tracker.set_input(depth, frame.rgb)
-                    try:
-                        delta, _ = tracker.track()
-                        pose = self._render_pose @ delta
-                    except TrackingFailure:
-                        pass
-                    times["track"] += time.perf_counter() - t0
 
         if ok and (depth > 0).sum() < 100:
             ok, message = False, "no valid depth in this frame"
@@ -297,7 +291,47 @@ class MappingBridge:
         for k, v in times.items():
             self.timing_totals[k] += v
         return StepResult(self.frames - 1, frame.timestamp, np.array(pose, np.float64), ok, message,
-                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe)
+                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe, fallback)
+
+    def _dense_track(self, frame: PerceptionFrame, depth: np.ndarray, times: dict):
+        """Frame-to-model tracking against the ray-cast in ``self._tracker`` (rendered at ``self._render_pose``);
+        with scale alignment, ``depth`` is brought onto the map's scale in place (see module docstring).
+        Returns (ok, message, pose, scale); the tracker holds ``depth`` as its input afterwards."""
+        cfg, tracker = self.config, self._tracker
+        scale = 1.0
+        if cfg.scale_alignment:
+            t0 = time.perf_counter()
+            scale = _apply_ratio(depth, tracker.rendered_depth(), scale)  # ray-cast at the predicted pose
+            times["align"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tracker.set_input(depth, frame.rgb)
+        try:
+            delta, _ = tracker.track()
+        except TrackingFailure as exc:
+            self._velocity = np.eye(4)
+            times["track"] += time.perf_counter() - t0
+            return False, str(exc), self._last_pose, scale
+        pose = self._render_pose @ delta
+        times["track"] += time.perf_counter() - t0
+        if cfg.scale_alignment and self._prev_depth is not None:
+            # Scale from a joint pose + scale fit against the previous (aligned) depth map, then
+            # re-track with the corrected depth (see module docstring).
+            t0 = time.perf_counter()
+            init = np.linalg.inv(self._last_pose) @ pose
+            refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
+            times["align"] += time.perf_counter() - t0
+            if refined is not None and 0.8 < refined[1] < 1.25:
+                depth *= np.float32(refined[1])
+                scale *= refined[1]
+                t0 = time.perf_counter()
+                tracker.set_input(depth, frame.rgb)
+                try:
+                    delta, _ = tracker.track()
+                    pose = self._render_pose @ delta
+                except TrackingFailure:
+                    pass
+                times["track"] += time.perf_counter() - t0
+        return True, "", pose, scale
 
     def _start_odometry(self, frame: PerceptionFrame) -> None:
         """Pick the odometry at the first frame; "vio" without IMU samples falls back to "vo" and says so."""

@@ -289,6 +289,13 @@ class SparseOdometry:
             self.imu.frame_done(timestamp, None)
         return OdometryStep(self.pose.copy(), False, message, False, 0, None)
 
+    def relocate(self, pose: np.ndarray) -> None:
+        """After a lost frame, the pose another tracker found for it: the next frames are predicted from it, and a
+        restart (after ``relocalise_frames`` lost frames) starts there instead of at the last tracked pose."""
+        pose = np.asarray(pose, np.float64)
+        self.velocity = np.linalg.inv(self.pose) @ pose
+        self.pose = pose.copy()
+
     def _needs_keyframe(self) -> bool:
         cfg = self.cfg
         n = len(self.track_lid)
