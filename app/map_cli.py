@@ -166,7 +166,8 @@ def _run(args) -> int:
     n = max(run["frames"], 1)
     metrics = {
         "dataset": args.dataset, "depth": args.depth, "gt_poses": args.gt_poses, "frames": run["frames"],
-        "tracking_failures": run["failures"], "dense_fallback_frames": bridge.dense_fallbacks, "voxel_size_m": bridge.voxel_size,
+        "tracking_failures": run["failures"], "dense_fallback_frames": bridge.dense_fallbacks,
+        "retrack_failures": bridge.retrack_failures, "voxel_size_m": bridge.voxel_size,
         "odometry": None if args.gt_poses else bridge.odometry_mode, "odometry_note": bridge.odometry_note,
         "keyframes": bridge.keyframe_count,
         "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,

@@ -4,6 +4,10 @@
 (re-align at the tracked pose) -> TSDF integration -> class-evidence fusion -> ray-cast for the next
 frame. Failed tracking keeps the map and holds the last good pose. No torch, no Qt.
 
+With the sparse odometry (``vio``/``vo``, the default for predicted depth) the pose comes from
+``mapping.odometry`` instead, and a frame it loses (no trackable corners) is tracked by the dense
+method (``MappingConfig.dense_method``) against the map, whose pose the sparse odometry then carries on from.
+
 Confidence: the TSDF update of Open3D takes no per-pixel weights, so pixels whose network confidence
 is below ``min_confidence`` are masked out of integration (depth set to 0); the semantic update weighs
 every label by its confidence (see ``mapping.fusion``).
@@ -63,6 +67,11 @@ class MappingConfig:
     max_jump_deg: float = 30.0  # larger per-frame rotation = failure
     weight_threshold: float = 2.0  # TSDF weight a voxel needs to appear in extracted geometry
     min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
+    min_depth_pixels: int = 100  # a frame with fewer valid depth pixels is not integrated (a failure)
+    # Depth-scale factors accepted per frame (others are treated as a failed estimate and not applied): the median
+    # ratio to the map (ray-cast, or the sparse odometry's landmarks) and the joint pose-and-scale fit's correction.
+    scale_ratio_range: tuple[float, float] = (0.5, 2.0)
+    scale_refine_range: tuple[float, float] = (0.8, 1.25)
     semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
     keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
     loop_closure: bool = False  # keyframes -> place recognition -> pose graph -> map rebuilt (mapping.loops)
@@ -116,6 +125,7 @@ class StepResult:
     tracked: int = 0  # sparse odometry: feature tracks used for this frame's pose
     keyframe: bool = False  # sparse odometry: this frame became a keyframe
     dense_fallback: bool = False  # sparse odometry lost this frame; its pose is the dense tracker's
+    retrack_failed: bool = False  # the re-track after the scale refinement failed; the first track's pose is kept
 
 
 @dataclass
@@ -168,6 +178,8 @@ class MappingBridge:
         self.loops = None  # mapping.loops.LoopCloser when config.loop_closure
         self.failures = 0
         self.dense_fallbacks = 0  # frames the sparse odometry lost and the dense tracker took
+        self.retrack_failures = 0  # frames whose re-track after the scale refinement failed (first pose kept)
+        self._retrack_failed = False
         self.loop_seconds = 0.0  # place recognition, optimisation and map rebuilds, in total
         self.timing_totals = {s: 0.0 for s in STAGES}
         self.frames = 0
@@ -212,7 +224,7 @@ class MappingBridge:
         ok, message, scale = True, "", 1.0
         input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
-        keyframe = fallback = False
+        keyframe = fallback = self._retrack_failed = False
         if self.odometry_mode is None:
             self._start_odometry(frame)
         if cfg.sparse_odometry:
@@ -242,7 +254,7 @@ class MappingBridge:
             if align and tracker.integrated_frames:
                 t0 = time.perf_counter()
                 tracker.synthesize(pose)
-                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)
+                scale = _apply_ratio(depth, tracker.rendered_depth(), scale, cfg.scale_ratio_range)
                 times["align"] += time.perf_counter() - t0
         elif tracker.integrated_frames == 0:
             pose = self._last_pose
@@ -250,7 +262,7 @@ class MappingBridge:
             ok, message, pose, scale = self._dense_track(frame, depth, times)
             input_set = True
 
-        if ok and (depth > 0).sum() < 100:
+        if ok and (depth > 0).sum() < cfg.min_depth_pixels:
             ok, message = False, "no valid depth in this frame"
         if ok:
             t0 = time.perf_counter()
@@ -291,7 +303,8 @@ class MappingBridge:
         for k, v in times.items():
             self.timing_totals[k] += v
         return StepResult(self.frames - 1, frame.timestamp, np.array(pose, np.float64), ok, message,
-                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe, fallback)
+                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe, fallback,
+                          self._retrack_failed)
 
     def _dense_track(self, frame: PerceptionFrame, depth: np.ndarray, times: dict):
         """Frame-to-model tracking against the ray-cast in ``self._tracker`` (rendered at ``self._render_pose``);
@@ -301,7 +314,7 @@ class MappingBridge:
         scale = 1.0
         if cfg.scale_alignment:
             t0 = time.perf_counter()
-            scale = _apply_ratio(depth, tracker.rendered_depth(), scale)  # ray-cast at the predicted pose
+            scale = _apply_ratio(depth, tracker.rendered_depth(), scale, cfg.scale_ratio_range)  # at the prediction
             times["align"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         tracker.set_input(depth, frame.rgb)
@@ -320,7 +333,8 @@ class MappingBridge:
             init = np.linalg.inv(self._last_pose) @ pose
             refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
             times["align"] += time.perf_counter() - t0
-            if refined is not None and 0.8 < refined[1] < 1.25:
+            low, high = cfg.scale_refine_range
+            if refined is not None and low < refined[1] < high:
                 depth *= np.float32(refined[1])
                 scale *= refined[1]
                 t0 = time.perf_counter()
@@ -328,8 +342,9 @@ class MappingBridge:
                 try:
                     delta, _ = tracker.track()
                     pose = self._render_pose @ delta
-                except TrackingFailure:
-                    pass
+                except TrackingFailure:  # counted and reported; the first track's pose stands
+                    self.retrack_failures += 1
+                    self._retrack_failed = True
                 times["track"] += time.perf_counter() - t0
         return True, "", pose, scale
 
@@ -357,7 +372,8 @@ class MappingBridge:
         step = self._odometry.step(frame.timestamp, frame.rgb, depth, frame.confidence, frame.imu)
         self.tracked_features = step.tracked
         scale = 1.0
-        if step.ok and self.config.scale_alignment and step.depth_ratio is not None and 0.5 < step.depth_ratio < 2:
+        low, high = self.config.scale_ratio_range
+        if step.ok and self.config.scale_alignment and step.depth_ratio is not None and low < step.depth_ratio < high:
             scale = step.depth_ratio
             depth *= np.float32(scale)
         return step.ok, step.message, step.pose, scale, step.keyframe
@@ -515,10 +531,11 @@ EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajector
 LOOP_EXPORT_FILES = ("pose_graph.g2o",)  # written as well when loop closure is on
 
 
-def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:
-    """Rescale ``depth`` in place onto ``rendered``; returns the accumulated factor."""
+def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float, accepted: tuple[float, float]) -> float:
+    """Rescale ``depth`` in place onto ``rendered`` when the median ratio lies inside ``accepted``; returns the
+    accumulated factor."""
     ratio = scale_ratio(depth, rendered)
-    if ratio is None or not 0.5 < ratio < 2.0:
+    if ratio is None or not accepted[0] < ratio < accepted[1]:
         return scale
     depth *= np.float32(ratio)
     return scale * ratio

@@ -132,6 +132,7 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     assert lost[15:27] == [True] * 12 and not any(lost[:15]) and 12 <= bridge.dense_fallbacks <= 16
     assert bridge.failures == 0 and all(s.tracking_ok for s in steps)
     assert "pose from the dense hybrid tracker" in steps[20].message
+    assert bridge.retrack_failures == sum(s.retrack_failed for s in steps)  # the re-track after the scale fit
     errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[15:27], frames[15:27])]
     assert max(errors) < 0.05, errors
     gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
