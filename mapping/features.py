@@ -25,10 +25,6 @@ class FeatureConfig:
     border_px: int = 8  # corners this close to the border are not used
     blur_sigma: float = 1.5  # px at 320 px width
     min_isotropy: float = 0.02  # smaller/larger structure-tensor eigenvalue: below it a "corner" is an edge
-    # Smaller structure-tensor eigenvalue (cv2.cornerEigenValsAndVecs, 5x5 block, on the blurred grey image) below
-    # which a "corner" is image noise on a smooth surface. Shi-Tomasi's quality level is relative to the image's
-    # strongest corner, so on a bare wall it passes noise, which KLT then slides along the shading.
-    min_eigenvalue: float = 0.0
 
 
 def to_gray(rgb: np.ndarray, blur_sigma: float) -> np.ndarray:
@@ -64,8 +60,7 @@ def detect(gray: np.ndarray, cfg: FeatureConfig, existing: np.ndarray | None = N
     eig = cv2.cornerEigenValsAndVecs(gray, 5, 3)[..., :2]
     ij = np.round(pts).astype(int)
     l1, l2 = eig[ij[:, 1], ij[:, 0]].T
-    lmin = np.minimum(l1, l2)
-    pts = pts[(lmin > cfg.min_isotropy * np.maximum(l1, l2)) & (lmin >= cfg.min_eigenvalue)]
+    pts = pts[np.minimum(l1, l2) > cfg.min_isotropy * np.maximum(l1, l2)]
     if not len(pts):
         return np.zeros((0, 2), np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
