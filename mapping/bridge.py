@@ -33,7 +33,8 @@ import numpy as np
 from mapping.fusion import SemanticVoxels, confidence_weight
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 from mapping.odometry import ODOMETRY_MODES, OdometryConfig, SparseOdometry, depth_sigma_for
-from mapping.tracking import ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
+from mapping.tracking import (ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale,
+                              rotation_angle_deg, scale_ratio)
 
 STAGES = ("odometry", "align", "track", "integrate", "semantics", "raycast")
 
@@ -65,6 +66,11 @@ class MappingConfig:
     min_fitness: float = 0.25  # odometry inlier fraction below which tracking has failed
     max_jump_m: float = 0.3  # larger per-frame translation = failure
     max_jump_deg: float = 30.0  # larger per-frame rotation = failure
+    # A dense pose for a frame the sparse odometry lost is refused (the frame fails, the pose is held) when it lies
+    # further than this from the constant-velocity prediction: on a view where the network's depth is far off
+    # (validation room 200000's last frames: scale 1.4-1.6) the dense fit jumps 20-30 cm in one frame.
+    fallback_max_step_m: float = 0.08
+    fallback_max_step_deg: float = 8.0
     weight_threshold: float = 2.0  # TSDF weight a voxel needs to appear in extracted geometry
     min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
     min_depth_pixels: int = 100  # a frame with fewer valid depth pixels is not integrated (a failure)
@@ -241,6 +247,12 @@ class MappingBridge:
                 tracker.synthesize(self._render_pose)
                 ok, dense_message, pose, scale = self._dense_track(frame, depth, times)
                 input_set = True
+                off = np.linalg.inv(self._render_pose) @ pose
+                if ok and (np.linalg.norm(off[:3, 3]) > cfg.fallback_max_step_m
+                           or rotation_angle_deg(off[:3, :3]) > cfg.fallback_max_step_deg):
+                    ok, pose = False, self._last_pose
+                    dense_message = (f"dense pose refused ({100 * np.linalg.norm(off[:3, 3]):.0f} cm, "
+                                     f"{rotation_angle_deg(off[:3, :3]):.0f} deg from the prediction)")
                 if ok:
                     self.dense_fallbacks += 1
                     fallback = True
