@@ -4,7 +4,7 @@
 (re-align at the tracked pose) -> TSDF integration -> class-evidence fusion -> ray-cast for the next
 frame. Failed tracking keeps the map and holds the last good pose. No torch, no Qt.
 
-With the sparse odometry (``vio``/``vo``, the default for predicted depth) the pose comes from
+With the sparse odometry (``vio``/``vo``) the pose comes from
 ``mapping.odometry`` instead, and a frame it loses (no trackable corners) is tracked by the dense
 method (``MappingConfig.dense_method``) against the map, whose pose the sparse odometry then carries on from.
 
@@ -51,11 +51,13 @@ class MappingConfig:
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
     # "point_to_plane" | "hybrid" | "intensity" (dense frame-to-model) or "vio" | "vo" (sparse keyframe
-    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU). None = vio for predicted
-    # depth, point_to_plane otherwise. On the network's depth the dense fit follows every smooth shape error of the
-    # prediction, while the sparse odometry takes the pose from feature tracks and the IMU; the frames it loses
-    # (no trackable corners, e.g. a bare wall) go to the dense hybrid tracker (``dense_method``). On exact and
-    # sensor depth point-to-plane is the more accurate (benchmarks/RESULTS.md, "Sparse odometry as the default").
+    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU; the frames it loses, e.g. on a
+    # bare wall, go to the dense method ``dense_method``). None = hybrid for predicted depth, point_to_plane
+    # otherwise. Predicted depth's shape errors move a geometric fit by their full size, while a photometric residual
+    # sees a depth error only through the parallax of the frame-to-frame motion, so hybrid tracks predicted depth
+    # better than point-to-plane. The sparse odometry beats hybrid in four held-out rooms of five but still loses
+    # room 100003's bare walls (100 of 150 frames), so it is not the default yet (benchmarks/RESULTS.md, "Sparse
+    # odometry as the default for predicted depth").
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
@@ -95,7 +97,7 @@ class MappingConfig:
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
-        return "vio" if self.depth_mode == "pred" else "point_to_plane"
+        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
     def dense_method(self) -> str:

@@ -167,7 +167,7 @@ def test_keyboard_shortcuts_toggle_colour_mode_depth_source_and_pause(make_windo
     assert window.map_view.color_mode == "class"
     qtbot.keyClick(window, QtCore.Qt.Key.Key_C)
     assert window.map_view.color_mode == "rgb"
-    assert window.depth_source == "pred" and window._mapping_config().odometry_method == "vio"
+    assert window.depth_source == "pred" and window._mapping_config().odometry_method == "hybrid"
     generation = window.mapper.generation
     qtbot.keyClick(window, QtCore.Qt.Key.Key_D)
     assert window.depth_source == "sensor" and window.perception.depth_source == "sensor"
