@@ -4,6 +4,10 @@
 (re-align at the tracked pose) -> TSDF integration -> class-evidence fusion -> ray-cast for the next
 frame. Failed tracking keeps the map and holds the last good pose. No torch, no Qt.
 
+With the sparse odometry (``vio``/``vo``) the pose comes from
+``mapping.odometry`` instead, and a frame it loses (no trackable corners) is tracked by the dense
+method (``MappingConfig.dense_method``) against the map, whose pose the sparse odometry then carries on from.
+
 Confidence: the TSDF update of Open3D takes no per-pixel weights, so pixels whose network confidence
 is below ``min_confidence`` are masked out of integration (depth set to 0); the semantic update weighs
 every label by its confidence (see ``mapping.fusion``).
@@ -29,7 +33,8 @@ import numpy as np
 from mapping.fusion import SemanticVoxels, confidence_weight
 from mapping.interface import IGNORE_LABEL, InterfaceError, PerceptionFrame
 from mapping.odometry import ODOMETRY_MODES, OdometryConfig, SparseOdometry, depth_sigma_for
-from mapping.tracking import ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
+from mapping.tracking import (ODOMETRY_METHODS, Tracker, TrackingFailure, refine_pose_and_scale,
+                              rotation_angle_deg, scale_ratio)
 
 STAGES = ("odometry", "align", "track", "integrate", "semantics", "raycast")
 
@@ -46,13 +51,13 @@ class MappingConfig:
     depth_diff: float = 0.07  # odometry correspondence gate (m)
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
     # "point_to_plane" | "hybrid" | "intensity" (dense frame-to-model) or "vio" | "vo" (sparse keyframe
-    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU). None = hybrid for
-    # predicted depth, point_to_plane otherwise. Predicted depth's shape errors move a geometric fit by their
-    # full size, while a photometric residual sees a depth error only through the parallax of the
-    # frame-to-frame motion (small at 30 Hz), so the hybrid fit tracks predicted depth better; on exact depth
-    # point-to-plane alone is more accurate (benchmarks/RESULTS.md, "Odometry for predicted depth"). The sparse
-    # odometry measures worse on exact and sensor depth; on predicted depth it beats hybrid in four held-out rooms
-    # of five but loses one for good, so it is not a default yet (RESULTS.md, docs/design/odometry.md).
+    # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU; the frames it loses, e.g. on a
+    # bare wall, go to the dense method ``dense_method``). None = hybrid for predicted depth, point_to_plane
+    # otherwise. Predicted depth's shape errors move a geometric fit by their full size, while a photometric residual
+    # sees a depth error only through the parallax of the frame-to-frame motion, so hybrid tracks predicted depth
+    # better than point-to-plane. The sparse odometry beats hybrid in four held-out rooms of five but still loses
+    # room 100003's bare walls (100 of 150 frames), so it is not the default yet (benchmarks/RESULTS.md, "Sparse
+    # odometry as the default for predicted depth").
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
@@ -63,8 +68,18 @@ class MappingConfig:
     min_fitness: float = 0.25  # odometry inlier fraction below which tracking has failed
     max_jump_m: float = 0.3  # larger per-frame translation = failure
     max_jump_deg: float = 30.0  # larger per-frame rotation = failure
+    # A dense pose for a frame the sparse odometry lost is refused (the frame fails, the pose is held) when it lies
+    # further than this from the constant-velocity prediction: on a view where the network's depth is far off
+    # (validation room 200000's last frames: scale 1.4-1.6) the dense fit jumps 20-30 cm in one frame.
+    fallback_max_step_m: float = 0.08
+    fallback_max_step_deg: float = 8.0
     weight_threshold: float = 2.0  # TSDF weight a voxel needs to appear in extracted geometry
     min_confidence: float = 0.5  # pixels below it are left out of TSDF integration
+    min_depth_pixels: int = 100  # a frame with fewer valid depth pixels is not integrated (a failure)
+    # Depth-scale factors accepted per frame (others are treated as a failed estimate and not applied): the median
+    # ratio to the map (ray-cast, or the sparse odometry's landmarks) and the joint pose-and-scale fit's correction.
+    scale_ratio_range: tuple[float, float] = (0.5, 2.0)
+    scale_refine_range: tuple[float, float] = (0.8, 1.25)
     semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
     keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
     loop_closure: bool = False  # keyframes -> place recognition -> pose graph -> map rebuilt (mapping.loops)
@@ -82,6 +97,14 @@ class MappingConfig:
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
+        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
+
+    @property
+    def dense_method(self) -> str:
+        """The dense frame-to-model method: the chosen one, or with sparse odometry the one that takes the frames
+        it loses (hybrid for predicted depth, point_to_plane otherwise)."""
+        if self.odometry_method in ODOMETRY_METHODS:
+            return self.odometry_method
         return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
@@ -109,6 +132,8 @@ class StepResult:
     scale: float = 1.0  # factor applied to this frame's depth (1 without alignment)
     tracked: int = 0  # sparse odometry: feature tracks used for this frame's pose
     keyframe: bool = False  # sparse odometry: this frame became a keyframe
+    dense_fallback: bool = False  # sparse odometry lost this frame; its pose is the dense tracker's
+    retrack_failed: bool = False  # the re-track after the scale refinement failed; the first track's pose is kept
 
 
 @dataclass
@@ -160,6 +185,9 @@ class MappingBridge:
         self.keyframes: list[Keyframe] = []
         self.loops = None  # mapping.loops.LoopCloser when config.loop_closure
         self.failures = 0
+        self.dense_fallbacks = 0  # frames the sparse odometry lost and the dense tracker took
+        self.retrack_failures = 0  # frames whose re-track after the scale refinement failed (first pose kept)
+        self._retrack_failed = False
         self.loop_seconds = 0.0  # place recognition, optimisation and map rebuilds, in total
         self.timing_totals = {s: 0.0 for s in STAGES}
         self.frames = 0
@@ -204,59 +232,51 @@ class MappingBridge:
         ok, message, scale = True, "", 1.0
         input_set = False  # the tracker holds this frame's (final) depth
         align = cfg.scale_alignment
-        keyframe = False
+        keyframe = fallback = self._retrack_failed = False
         if self.odometry_mode is None:
             self._start_odometry(frame)
         if cfg.sparse_odometry:
             t0 = time.perf_counter()
             ok, message, pose, scale, keyframe = self._sparse_step(frame, depth)
+            times["odometry"] += time.perf_counter() - t0
             if self.loops is not None:  # the odometry's pose, moved into the loop-corrected map
                 pose = self.loops.correction @ pose
-            times["odometry"] += time.perf_counter() - t0
+            if not ok and tracker.integrated_frames:
+                # The sparse odometry lost this frame (a bare wall has no corners to track, but its planes
+                # still fix the pose): the dense tracker takes it against the map, and the sparse odometry
+                # carries on from that pose (its relocalisation and restarts start there).
+                self._render_pose = self._last_pose @ self._velocity
+                tracker.synthesize(self._render_pose)
+                ok, dense_message, pose, scale = self._dense_track(frame, depth, times)
+                input_set = True
+                off = np.linalg.inv(self._render_pose) @ pose
+                if ok and (np.linalg.norm(off[:3, 3]) > cfg.fallback_max_step_m
+                           or rotation_angle_deg(off[:3, :3]) > cfg.fallback_max_step_deg):
+                    ok, pose = False, self._last_pose
+                    dense_message = (f"dense pose refused ({100 * np.linalg.norm(off[:3, 3]):.0f} cm, "
+                                     f"{rotation_angle_deg(off[:3, :3]):.0f} deg from the prediction)")
+                if ok:
+                    self.dense_fallbacks += 1
+                    fallback = True
+                    held = pose if self.loops is None else np.linalg.inv(self.loops.correction) @ pose
+                    self._odometry.relocate(held)
+                    message = f"{message}; pose from the dense {cfg.dense_method} tracker"
+                else:
+                    message = f"{message}; {dense_message}"
         elif cfg.use_pose_prior:
             pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
             if align and tracker.integrated_frames:
                 t0 = time.perf_counter()
                 tracker.synthesize(pose)
-                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)
+                scale = _apply_ratio(depth, tracker.rendered_depth(), scale, cfg.scale_ratio_range)
                 times["align"] += time.perf_counter() - t0
         elif tracker.integrated_frames == 0:
             pose = self._last_pose
         else:
-            if align:
-                t0 = time.perf_counter()
-                scale = _apply_ratio(depth, tracker.rendered_depth(), scale)  # ray-cast at the last pose
-                times["align"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            tracker.set_input(depth, frame.rgb)
+            ok, message, pose, scale = self._dense_track(frame, depth, times)
             input_set = True
-            try:
-                delta, _ = tracker.track()
-                pose = self._render_pose @ delta
-            except TrackingFailure as exc:
-                ok, message, pose = False, str(exc), self._last_pose
-                self._velocity = np.eye(4)
-            times["track"] += time.perf_counter() - t0
-            if ok and align and self._prev_depth is not None:
-                # Scale from a joint pose + scale fit against the previous (aligned) depth map, then
-                # re-track with the corrected depth (see module docstring).
-                t0 = time.perf_counter()
-                init = np.linalg.inv(self._last_pose) @ pose
-                refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
-                times["align"] += time.perf_counter() - t0
-                if refined is not None and 0.8 < refined[1] < 1.25:
-                    depth *= np.float32(refined[1])
-                    scale *= refined[1]
-                    t0 = time.perf_counter()
-                    tracker.set_input(depth, frame.rgb)
-                    try:
-                        delta, _ = tracker.track()
-                        pose = self._render_pose @ delta
-                    except TrackingFailure:
-                        pass
-                    times["track"] += time.perf_counter() - t0
 
-        if ok and (depth > 0).sum() < 100:
+        if ok and (depth > 0).sum() < cfg.min_depth_pixels:
             ok, message = False, "no valid depth in this frame"
         if ok:
             t0 = time.perf_counter()
@@ -297,7 +317,50 @@ class MappingBridge:
         for k, v in times.items():
             self.timing_totals[k] += v
         return StepResult(self.frames - 1, frame.timestamp, np.array(pose, np.float64), ok, message,
-                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe)
+                          {k: 1000 * v for k, v in times.items()}, scale, self.tracked_features, keyframe, fallback,
+                          self._retrack_failed)
+
+    def _dense_track(self, frame: PerceptionFrame, depth: np.ndarray, times: dict):
+        """Frame-to-model tracking against the ray-cast in ``self._tracker`` (rendered at ``self._render_pose``);
+        with scale alignment, ``depth`` is brought onto the map's scale in place (see module docstring).
+        Returns (ok, message, pose, scale); the tracker holds ``depth`` as its input afterwards."""
+        cfg, tracker = self.config, self._tracker
+        scale = 1.0
+        if cfg.scale_alignment:
+            t0 = time.perf_counter()
+            scale = _apply_ratio(depth, tracker.rendered_depth(), scale, cfg.scale_ratio_range)  # at the prediction
+            times["align"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tracker.set_input(depth, frame.rgb)
+        try:
+            delta, _ = tracker.track()
+        except TrackingFailure as exc:
+            self._velocity = np.eye(4)
+            times["track"] += time.perf_counter() - t0
+            return False, str(exc), self._last_pose, scale
+        pose = self._render_pose @ delta
+        times["track"] += time.perf_counter() - t0
+        if cfg.scale_alignment and self._prev_depth is not None:
+            # Scale from a joint pose + scale fit against the previous (aligned) depth map, then
+            # re-track with the corrected depth (see module docstring).
+            t0 = time.perf_counter()
+            init = np.linalg.inv(self._last_pose) @ pose
+            refined = refine_pose_and_scale(depth, self._prev_depth, frame.K, init=init)
+            times["align"] += time.perf_counter() - t0
+            low, high = cfg.scale_refine_range
+            if refined is not None and low < refined[1] < high:
+                depth *= np.float32(refined[1])
+                scale *= refined[1]
+                t0 = time.perf_counter()
+                tracker.set_input(depth, frame.rgb)
+                try:
+                    delta, _ = tracker.track()
+                    pose = self._render_pose @ delta
+                except TrackingFailure:  # counted and reported; the first track's pose stands
+                    self.retrack_failures += 1
+                    self._retrack_failed = True
+                times["track"] += time.perf_counter() - t0
+        return True, "", pose, scale
 
     def _start_odometry(self, frame: PerceptionFrame) -> None:
         """Pick the odometry at the first frame; "vio" without IMU samples falls back to "vo" and says so."""
@@ -323,7 +386,8 @@ class MappingBridge:
         step = self._odometry.step(frame.timestamp, frame.rgb, depth, frame.confidence, frame.imu)
         self.tracked_features = step.tracked
         scale = 1.0
-        if step.ok and self.config.scale_alignment and step.depth_ratio is not None and 0.5 < step.depth_ratio < 2:
+        low, high = self.config.scale_ratio_range
+        if step.ok and self.config.scale_alignment and step.depth_ratio is not None and low < step.depth_ratio < high:
             scale = step.depth_ratio
             depth *= np.float32(scale)
         return step.ok, step.message, step.pose, scale, step.keyframe
@@ -481,10 +545,11 @@ EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajector
 LOOP_EXPORT_FILES = ("pose_graph.g2o",)  # written as well when loop closure is on
 
 
-def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float) -> float:
-    """Rescale ``depth`` in place onto ``rendered``; returns the accumulated factor."""
+def _apply_ratio(depth: np.ndarray, rendered: np.ndarray, scale: float, accepted: tuple[float, float]) -> float:
+    """Rescale ``depth`` in place onto ``rendered`` when the median ratio lies inside ``accepted``; returns the
+    accumulated factor."""
     ratio = scale_ratio(depth, rendered)
-    if ratio is None or not 0.5 < ratio < 2.0:
+    if ratio is None or not accepted[0] < ratio < accepted[1]:
         return scale
     depth *= np.float32(ratio)
     return scale * ratio

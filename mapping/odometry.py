@@ -289,6 +289,13 @@ class SparseOdometry:
             self.imu.frame_done(timestamp, None)
         return OdometryStep(self.pose.copy(), False, message, False, 0, None)
 
+    def relocate(self, pose: np.ndarray) -> None:
+        """After a lost frame, the pose another tracker found for it: the next frames are predicted from it, and a
+        restart (after ``relocalise_frames`` lost frames) starts there instead of at the last tracked pose."""
+        pose = np.asarray(pose, np.float64)
+        self.velocity = np.linalg.inv(self.pose) @ pose
+        self.pose = pose.copy()
+
     def _needs_keyframe(self) -> bool:
         cfg = self.cfg
         n = len(self.track_lid)
@@ -323,7 +330,6 @@ class SparseOdometry:
         if first or restart:
             sig = np.array([1e-4] * 6) if first else np.array([0.05, 0.05, 0.05, 0.1, 0.1, 0.1])
             self._graph.add(gtsam.PriorFactorPose3(xk, gtsam.Pose3(pose), gtsam.noiseModel.Diagonal.Sigmas(sig)))
-        cam_T = np.linalg.inv(pose)
         # observations of the live landmarks, with a depth prior where this frame has depth
         d_live = self._depth_at(depth, self.track_px) if len(self.track_lid) else np.zeros(0)
         for j, (lid, uv) in enumerate(zip(self.track_lid, self.track_px)):

@@ -222,7 +222,7 @@ class Tracker:
         if not self.raycast_valid:
             raise TrackingFailure("the map has no surface to track against yet")
         try:
-            method = ODOMETRY_METHODS[cfg.odometry_method]
+            method = ODOMETRY_METHODS[cfg.dense_method]
             result = self.model.track_frame_to_model(self.input, self.raycast, 1.0, cfg.depth_max,
                                                      cfg.depth_diff, method, self.criteria)
         except RuntimeError as exc:  # e.g. "Singular 6x6 linear system detected, tracking failed."
@@ -259,7 +259,7 @@ class Tracker:
         shifted[:3, 3] += 0.5 * self.voxel_size
         self.model.update_frame_pose(self._frame_id, o3c.Tensor(shifted))
         self.model.synthesize_model_frame(self.raycast, 1.0, cfg.depth_min, cfg.depth_max,
-                                          cfg.trunc_voxel_multiplier, cfg.odometry_method != "point_to_plane")
+                                          cfg.trunc_voxel_multiplier, cfg.dense_method != "point_to_plane")
         self.raycast_valid = self.integrated_frames > 0
 
     def extract_mesh(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

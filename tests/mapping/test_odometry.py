@@ -110,3 +110,30 @@ def test_lost_tracking_is_reported_and_relocalised_against_the_keyframe(room):
     assert np.allclose(steps[21].pose, steps[20].pose) and odo.failures == 3
     errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[23:], frames[23:30])]
     assert max(errors) < 0.01, errors
+
+
+def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room):
+    """Twelve black frames (no corners; the depth still holds the room's planes) on the predicted-depth path: the
+    sparse odometry loses each, the dense hybrid tracker takes its pose against the map, and the sparse odometry
+    restarts from there (its restart keyframes are black too, so the first real frames after go to the dense
+    tracker as well until the next restart). Holding the last pose instead (before this fallback) put room
+    100003's bare wall 2.2 m off. Measured: 15 frames by the dense tracker (15-29), no failure, position error
+    at most 3.6 cm over the black frames (holding the pose: 14.4 cm by frame 26), ATE 1.4 cm over 40 frames."""
+    source, frames = room
+    frames = frames[:40]
+    cv2.setRNGSeed(0)
+    bridge = MappingBridge(source.label_space, MappingConfig(depth_mode="pred", odometry="vo"))
+    steps = []
+    for i, f in enumerate(frames):
+        rgb = np.zeros_like(f.rgb) if 15 <= i < 27 else f.rgb
+        steps.append(bridge.process(PerceptionFrame(f.timestamp, rgb, f.depth, f.labels, f.K,
+                                                    pose_prior=f.pose if i == 0 else None)))
+    lost = [s.dense_fallback for s in steps]
+    assert lost[15:27] == [True] * 12 and not any(lost[:15]) and 12 <= bridge.dense_fallbacks <= 16
+    assert bridge.failures == 0 and all(s.tracking_ok for s in steps)
+    assert "pose from the dense hybrid tracker" in steps[20].message
+    assert bridge.retrack_failures == sum(s.retrack_failed for s in steps)  # the re-track after the scale fit
+    errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[15:27], frames[15:27])]
+    assert max(errors) < 0.05, errors
+    gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
+    assert ate_rmse(gt, bridge.trajectory()) < 0.025
