@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="multiply predicted depth by S (a camera whose focal length differs from the "
                             "training data's sees metric depth off by a constant factor) (1.0)")
     model.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
-                       help="dense frame-to-model odometry (default: hybrid for predicted depth, point_to_plane for "
-                            "sensor depth; point_to_plane is ~10 %% faster with the network, less accurate) or "
-                            "sparse keyframe odometry: vio (visual-inertial; vo when the source has no IMU) or vo")
+                       help="sparse keyframe odometry: vio (visual-inertial; vo when the source has no IMU; the "
+                            "default for predicted depth) or vo; or dense frame-to-model odometry: point_to_plane (the "
+                            "default for sensor depth), hybrid or intensity")
     model.add_argument("--tasks", type=_tasks, default=None, metavar="LIST",
                        help="network outputs to predict, e.g. depth,semseg as the paper deploys it: the normals and "
                             "edge panels say off (default: all of the model's heads)")

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--odometry", choices=ODOMETRY_CHOICES, default=None,
                    help="vio/vo: sparse keyframe visual(-inertial) odometry (vio runs as vo without IMU; the frames it "
                         "loses go to the dense hybrid tracker); point_to_plane/hybrid/intensity: dense frame-to-model; "
-                        "default hybrid with --depth pred, point_to_plane otherwise")
+                        "default vio with --depth pred, point_to_plane otherwise")
     p.add_argument("--voxel-size", type=_voxel_size, default=None,
                    help=f"TSDF voxel (m, {VOXEL_RANGE[0]}-{VOXEL_RANGE[1]}); default by image width")
     p.add_argument("--loops", action="store_true",

@@ -52,12 +52,12 @@ class MappingConfig:
     trunc_voxel_multiplier: float = 8.0  # TSDF truncation = 8 voxels (Open3D's default)
     # "point_to_plane" | "hybrid" | "intensity" (dense frame-to-model) or "vio" | "vo" (sparse keyframe
     # odometry, mapping.odometry; "vio" runs visual-only when the source has no IMU; the frames it loses, e.g. on a
-    # bare wall, go to the dense method ``dense_method``). None = hybrid for predicted depth, point_to_plane
-    # otherwise. Predicted depth's shape errors move a geometric fit by their full size, while a photometric residual
-    # sees a depth error only through the parallax of the frame-to-frame motion, so hybrid tracks predicted depth
-    # better than point-to-plane. The sparse odometry beats hybrid in four held-out rooms of five but still loses
-    # room 100003's bare walls (100 of 150 frames), so it is not the default yet (benchmarks/RESULTS.md, "Sparse
-    # odometry as the default for predicted depth").
+    # bare wall, go to the dense method ``dense_method``). None = vio for predicted depth, point_to_plane otherwise.
+    # Predicted depth's shape errors move a dense geometric fit by their full size; the sparse odometry takes its
+    # poses from feature tracks and the IMU, with the network's depth as priors. Chosen on validation rooms
+    # 200000-200004 (150 frames, the bundled model's depth): vio 5.9-9.7 cm against hybrid 7.0-36.7 cm, at about
+    # a third of the CPU time. On exact and sensor depth point-to-plane measures best (benchmarks/RESULTS.md,
+    # "Sparse odometry as the default for predicted depth"; docs/design/odometry.md).
     odometry: str | None = None
     sparse: OdometryConfig = field(default_factory=OdometryConfig)  # the sparse odometry's settings
     imu_noise_scale: float = 1.0  # the IMU noise figures (mapping.imu.D435I) times this
@@ -97,7 +97,7 @@ class MappingConfig:
     def odometry_method(self) -> str:
         if self.odometry is not None:
             return self.odometry
-        return "hybrid" if self.depth_mode == "pred" else "point_to_plane"
+        return "vio" if self.depth_mode == "pred" else "point_to_plane"
 
     @property
     def dense_method(self) -> str:

@@ -26,8 +26,8 @@ def test_map_command_tracks_a_generated_room_and_writes_exports_and_metrics(tmp_
     assert "objects 6 of 6 found by 6 nodes" in printed
 
 
-def test_map_command_with_predicted_depth_uses_hybrid_odometry_unless_told(tmp_path):
-    for extra, method in (([], "hybrid"), (["--odometry", "point_to_plane"], "point_to_plane")):
+def test_map_command_with_predicted_depth_uses_the_sparse_odometry_unless_told(tmp_path):
+    for extra, method in (([], "vio"), (["--odometry", "hybrid"], "hybrid")):
         out = tmp_path / method
         assert main(["--dataset", "synthetic:100000", "--depth", "pred", "--max-frames", "5", "--no-progress",
                      "--out", str(out), *extra]) == 0

@@ -167,7 +167,7 @@ def test_keyboard_shortcuts_toggle_colour_mode_depth_source_and_pause(make_windo
     assert window.map_view.color_mode == "class"
     qtbot.keyClick(window, QtCore.Qt.Key.Key_C)
     assert window.map_view.color_mode == "rgb"
-    assert window.session.depth_mode == "pred" and window.session.mapping_config().odometry_method == "hybrid"
+    assert window.session.depth_mode == "pred" and window.session.mapping_config().odometry_method == "vio"
     generation = window.stages.mapper.generation
     qtbot.keyClick(window, QtCore.Qt.Key.Key_D)
     assert window.session.depth_mode == "sensor" and window.stages.perception.depth_mode == "sensor"

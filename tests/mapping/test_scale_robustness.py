@@ -54,10 +54,10 @@ def test_scale_alignment_removes_most_of_a_per_frame_scale_error(sequence):
 
 def test_predicted_depth_tracks_with_hybrid_odometry_through_shape_errors(sequence):
     """With 5 % tilts, point-to-plane tracking slides on the tilted surfaces while the hybrid (photometric +
-    geometric) fit that predicted depth uses by default (and for the frames the sparse odometry loses) keeps tracking. This draw, 12 runs: point-to-plane
-    13.6-14.7 cm with 36 of 40 frames failed, hybrid 5.5-10.0 cm with none (10.15 cm in one CI run; without the
+    geometric) fit that takes the frames the sparse odometry loses on predicted depth keeps tracking. This draw,
+    12 runs: point-to-plane 13.6-14.7 cm with 36 of 40 frames failed, hybrid 5.5-10.0 cm with none (10.15 cm in one CI run; without the
     tilt 0.64-0.69 cm). Open3D's tracking is not deterministic: the ATE bound leaves room for that spread."""
-    assert MappingConfig(depth_mode="pred").odometry_method == "hybrid"
+    assert MappingConfig(depth_mode="pred").odometry_method == "vio"
     assert MappingConfig(depth_mode="pred").dense_method == "hybrid"  # takes the frames the sparse odometry loses
     assert MappingConfig(depth_mode="gt").odometry_method == "point_to_plane"
     source, frames = sequence
