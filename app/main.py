@@ -234,18 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
         parser.error("give one of --rerun, --rerun-connect, --rerun-save")
     try:  # a missing extra or an unwritable recording fails before the window opens
-        if args.rerun_save:
-            from app.rerun_log import check_rrd_target
+        if args.rerun or args.rerun_connect or args.rerun_save:
+            from app.rerun_log import check_target
 
-            check_rrd_target(args.rerun_save)
-        elif args.rerun_connect:
-            from app.rerun_log import require_rerun
-
-            require_rerun()
-        elif args.rerun:
-            from app.rerun_log import check_spawn
-
-            check_spawn()
+            check_target(args.rerun, args.rerun_connect, args.rerun_save)
     except (RuntimeError, ValueError) as exc:
         parser.error(str(exc))
     try:

@@ -106,18 +106,10 @@ def check_usage(args) -> None:
         check_input(args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors"), "--checkpoint", file=True)
     check_output_folder(args.out, "--out")
     try:  # unwritable outputs and missing extras fail before the run starts
-        if args.rerun_save:
-            from app.rerun_log import check_rrd_target
+        if args.rerun or args.rerun_connect or args.rerun_save:
+            from app.rerun_log import check_target
 
-            check_rrd_target(args.rerun_save)
-        elif args.rerun_connect:
-            from app.rerun_log import require_rerun
-
-            require_rerun()
-        elif args.rerun:
-            from app.rerun_log import check_spawn
-
-            check_spawn()
+            check_target(args.rerun, args.rerun_connect, args.rerun_save)
         if args.rosbag:
             from app.rosbag_io import check_bag_target
 

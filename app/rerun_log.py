@@ -67,6 +67,17 @@ def check_spawn() -> None:
                            "--rerun-save FILE.rrd, or --rerun-connect HOST:PORT to a viewer elsewhere")
 
 
+def check_target(spawn: bool, connect: str | None, save: str | None) -> None:
+    """The commands' ``--rerun`` / ``--rerun-connect`` / ``--rerun-save``: fail before the run starts when the
+    chosen one cannot work (no rerun-sdk, no display to spawn a viewer on, an unwritable .rrd)."""
+    if save:
+        check_rrd_target(save)
+    elif connect:
+        require_rerun()
+    elif spawn:
+        check_spawn()
+
+
 def _viewer_on_path() -> None:
     """``spawn`` looks for the ``rerun`` viewer on PATH; a venv's ``bin/`` (where rerun-sdk installs it) is not
     on PATH when ``.venv/bin/m2hmx-map`` runs without activating the venv, so put it there."""

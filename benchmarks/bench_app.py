@@ -125,8 +125,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--size", default="240x320")
-    p.add_argument("--skip", default="", help="comma list of configurations to leave out: sensor, 1t, 2t, 1t2 "
-                   "(no network; 1 / 2 torch threads; 1 thread with --tasks depth,semseg)")
+    p.add_argument("--skip", default="", help="comma list of configurations to leave out: sensor, 1t, 1th, 2t, 1t2 "
+                   "(no network; 1 / 2 torch threads; 1 thread with the dense hybrid odometry instead of the default "
+                   "vio; 1 thread with --tasks depth,semseg)")
     p.add_argument("--realtime", action="store_true", help="play the demo at its clock, dropping late frames")
     args = p.parse_args(argv)
     ensure_display()
@@ -140,17 +141,19 @@ def main(argv=None) -> int:
     size = tuple(int(v) for v in args.size.split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_app_"))
     checkpoint, what = model_checkpoint(tmp)
-    configs = [("sensor", "no network (sensor depth, GT labels)", None, 1, None),
-               ("1t", f"{what}, 1 torch thread", checkpoint, 1, None),
-               ("1t2", f"{what}, 1 thread, depth,semseg", checkpoint, 1, ("depth", "semseg")),
-               ("2t", f"{what}, 2 torch threads", checkpoint, 2, None)]
+    configs = [("sensor", "no network (sensor depth, GT labels)", None, 1, None, None),
+               ("1t", f"{what}, 1 torch thread", checkpoint, 1, None, None),
+               ("1th", f"{what}, 1 thread, hybrid odometry", checkpoint, 1, None, "hybrid"),
+               ("1t2", f"{what}, 1 thread, depth,semseg", checkpoint, 1, ("depth", "semseg"), None),
+               ("2t", f"{what}, 2 torch threads", checkpoint, 2, None, None)]
     configs = [c[1:] for c in configs if c[0] not in args.skip.split(",")]
     load = os.getloadavg()[0]  # other work on the machine slows every stage: reported with the table
     rows = []
-    for name, ckpt, threads, tasks in configs:
+    for name, ckpt, threads, tasks, odometry in configs:
         spec = SourceSpec("demo", demo_frames=max(args.frames, 2), realtime=args.realtime)
         opts = ViewerOptions(source=spec, checkpoint=ckpt, size=size, max_frames=None if args.realtime else args.frames,
-                             torch_threads=threads, output_dir=str(tmp), tasks=tasks)
+                             torch_threads=threads, output_dir=str(tmp), tasks=tasks,
+                             odometry=odometry)
         r = run_viewer(opts)
         rows.append((name, r))
         print(f"done: {name}: {r['shown']} frames" + (f"; errors: {r['errors'][-1]}" if r["errors"] else ""),
