@@ -160,6 +160,8 @@ def _run(args) -> int:
     wall = time.perf_counter() - t0
     out = Path(args.out)
     t1 = time.perf_counter()
+    if bridge.loops is not None:
+        bridge.loops.finish_rebuild()  # a staged map rebuild after the last loop closure
     snapshot = bridge.snapshot()
     written = bridge.export(out, snapshot)
     export_s = time.perf_counter() - t1
