@@ -179,7 +179,8 @@ def _run(args) -> int:
     if bridge.loops is not None:
         metrics["loops"] = {"accepted": len(bridge.loops.corrections), "rejected": bridge.loops.rejected,
                             "keyframes": len(bridge.loops.graph), "seconds": bridge.loop_seconds,
-                            "correction_s": [c.seconds for c in bridge.loops.corrections]}
+                            "correction_s": [c.seconds for c in bridge.loops.corrections],
+                            "correction_later_s": [c.later_seconds for c in bridge.loops.corrections]}
     if run["gt"] is not None and run["frames"] >= 3:
         gt, est = run["gt"], bridge.trajectory()
         try:

@@ -117,8 +117,9 @@ def run_revisit(args) -> None:
     print(f"# revisit, depth {args.depth}, odometry {config.odometry_method}, stride {args.stride}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
     print("| room | frames | ATE no loops (cm) | ATE loops (cm) | ratio | verts > 5 cm, no loops | with loops | "
-          "loops accepted / rejected | keyframes | correction s (each: at once + later stages) | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "loops accepted / rejected | keyframes | correction s (each: at once + later stages) | failed frames, no loops / "
+          "loops | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in _rooms(args.rooms):
         src = open_source(f"synthetic:{seed}?revisit")
         label_space = predictor.label_space if predictor is not None else src.label_space
@@ -151,7 +152,7 @@ def run_revisit(args) -> None:
         row += [f"{ates[0]:.1f}", f"{ates[1]:.1f}", f"{ates[1] / ates[0]:.2f}", f"{far[0]:.3f}", f"{far[1]:.3f}",
                 f"{len(lc.corrections)} / {lc.rejected}", len(lc.graph),
                 ", ".join(f"{c.seconds:.1f}+{c.later_seconds:.1f}" for c in lc.corrections) or "-",
-                f"{os.getloadavg()[0]:.1f}"]
+                f"{plain.failures} / {loops.failures}", f"{os.getloadavg()[0]:.1f}"]
         print("| " + " | ".join(map(str, row)) + " |", flush=True)
 
 

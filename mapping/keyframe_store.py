@@ -2,10 +2,10 @@
 
 After a loop closure moves the keyframes, the TSDF and the class evidence are rebuilt by integrating every
 stored keyframe again at its new pose (BundleFusion's de-/re-integration, Dai et al., TOG 2017, done as a full
-rebuild, since Open3D's TSDF cannot de-integrate a frame; it costs about 50 ms of CPU per keyframe,
-``benchmarks/bench_loops.py cost``). A keyframe keeps, at half resolution: depth as uint16 millimetres, labels as
-uint8, confidence as uint8 (1/255 steps) and colour as JPEG (quality 90): 64 KB per 240x320 keyframe (300 took
-19.3 MB) instead of 0.8 MB. numpy, OpenCV, Open3D.
+rebuild, since Open3D's TSDF cannot de-integrate a frame; about 27 ms of CPU a keyframe,
+``benchmarks/bench_loops.py cost``; ``mapping.loops`` spreads it over frames). A keyframe keeps, at half
+resolution: depth as uint16 millimetres, labels as uint8, confidence as uint8 (1/255 steps) and colour as JPEG
+(quality 90): 64 KB per 240x320 keyframe (300 took 19.3 MB) instead of 0.8 MB. numpy, OpenCV, Open3D.
 """
 from __future__ import annotations
 
