@@ -1,4 +1,5 @@
-"""Loop closure for the mapping bridge: place recognition -> pose graph -> corrected poses -> a rebuilt map.
+"""Loop closure for the mapping bridge: place recognition -> depth check -> pose graph -> corrected poses -> a rebuilt
+map.
 
 The bridge hands every keyframe to ``LoopCloser.add_keyframe`` and every frame's pose to ``record_frame``. Poses
 the bridge works in are "map" poses: after a correction the tracker continues in the corrected frame. The loop
@@ -17,11 +18,12 @@ re-integrates a budget of frames per input frame); ``benchmarks/bench_loops.py c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from mapping.keyframe_store import KeyframeStore
+from mapping.loop_refine import confirm
 from mapping.places import PlaceConfig, PlaceRecognizer
 from mapping.pose_graph import LoopEdge, PoseGraph, PoseGraphConfig, interpolate_frames
 
@@ -82,6 +84,8 @@ class LoopCloser:
         kf = self.places.describe(index, rgb, depth)
         edge = self.places.query(kf, depth)
         self.places.add(kf)
+        if edge is not None:
+            edge = self.confirm(edge)
         if edge is None:
             return None
         self.graph.add_loop(edge)
@@ -91,6 +95,13 @@ class LoopCloser:
             return None
         self.correction = self.graph.correction(index)
         return edge
+
+    def confirm(self, edge: LoopEdge) -> LoopEdge | None:
+        """A verified loop edge checked and refined on the two stored keyframes' depth (``mapping.loop_refine``),
+        or None when the depth does not confirm it."""
+        a, b = self.store.keyframes[edge.i], self.store.keyframes[edge.j]
+        pose = confirm(edge.i_T_j, a.depth(), a.K, b.depth(), b.K)
+        return None if pose is None else replace(edge, i_T_j=pose)
 
     def displacement(self) -> float:
         """Largest move (m) of a keyframe between the map as built and the optimised poses: translation plus
