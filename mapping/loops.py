@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mapping.keyframe_store import KeyframeStore
-from mapping.loop_refine import confirm
+from mapping import loop_refine
 from mapping.places import PlaceConfig, PlaceRecognizer
 from mapping.pose_graph import LoopEdge, PoseGraph, PoseGraphConfig, interpolate_frames
 
@@ -100,7 +100,7 @@ class LoopCloser:
         """A verified loop edge checked and refined on the two stored keyframes' depth (``mapping.loop_refine``),
         or None when the depth does not confirm it."""
         a, b = self.store.keyframes[edge.i], self.store.keyframes[edge.j]
-        pose = confirm(edge.i_T_j, a.depth(), a.K, b.depth(), b.K)
+        pose = loop_refine.confirm(edge.i_T_j, a.depth(), a.K, b.depth(), b.K)
         return None if pose is None else replace(edge, i_T_j=pose)
 
     def displacement(self) -> float:
