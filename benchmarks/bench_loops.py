@@ -42,7 +42,8 @@ def _error(edge, poses) -> tuple[float, float]:
     """(cm, deg) of a loop edge's relative pose against the truth."""
     truth = np.linalg.inv(poses[edge.i]) @ poses[edge.j]
     cos = (np.trace(truth[:3, :3].T @ edge.i_T_j[:3, :3]) - 1) / 2
-    return 100 * float(np.linalg.norm(truth[:3, 3] - edge.i_T_j[:3, 3])), float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+    cm = 100 * float(np.linalg.norm(truth[:3, 3] - edge.i_T_j[:3, 3]))
+    return cm, float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
 
 
 def _wrong(edge, poses) -> bool:
@@ -50,7 +51,8 @@ def _wrong(edge, poses) -> bool:
     return cm > 10.0 or deg > 5.0
 
 
-DETAILS: list[tuple] = []  # per PnP-verified loop: walk, i, j, inliers, disagreement deg, error cm, deg, after ICP cm, deg
+# per PnP-verified loop: walk, i, j, inliers, disagreement deg, error cm, deg, after the depth check cm, deg
+DETAILS: list[tuple] = []
 
 
 def false_loops(name: str, frames) -> tuple:
@@ -125,7 +127,8 @@ def run_revisit(args) -> None:
     print(f"# revisit, depth {args.depth}, odometry {config.odometry_method}, stride {args.stride}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
     print("| room | frames | ATE no loops (cm) | ATE loops (cm) | ratio | verts > 5 cm, no loops | with loops | "
-          "loops accepted / rejected | keyframes | correction s (each: at once + later stages) | failed frames, no loops / "
+          "loops accepted / rejected | keyframes | correction s (each: at once + later stages) | "
+          "failed frames, no loops / "
           "loops | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in _rooms(args.rooms):
@@ -321,7 +324,8 @@ def run_gui(args) -> None:
     print("| span | seconds | heartbeats | GUI max stall ms | p99 ms | stalls > 50 ms |")
     print("|---|---|---|---|---|---|")
     for name, g, secs in (("child idle", idle, marks["go"] - start), ("correction", busy, marks["done"] - marks["go"])):
-        print(f"| {name} | {secs:.1f} | {len(g)} | {g.max():.0f} | {np.percentile(g, 99):.0f} | {int((g > 50).sum())} |")
+        print(f"| {name} | {secs:.1f} | {len(g)} | {g.max():.0f} | {np.percentile(g, 99):.0f} | "
+              f"{int((g > 50).sum())} |")
 
 
 def main(argv=None) -> int:
