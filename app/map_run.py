@@ -32,6 +32,8 @@ class MapRun:
     def snapshot(self):
         """The final map (``MapSnapshot``), extracted once."""
         if self._snapshot is None:
+            if self.bridge.loops is not None:
+                self.bridge.loops.finish_rebuild()  # a staged map rebuild after the last loop closure
             self._snapshot = self.bridge.snapshot()
         return self._snapshot
 
@@ -63,7 +65,8 @@ class MapRun:
         if bridge.loops is not None:
             metrics["loops"] = {"accepted": len(bridge.loops.corrections), "rejected": bridge.loops.rejected,
                                 "keyframes": len(bridge.loops.graph), "seconds": bridge.loop_seconds,
-                                "correction_s": [c.seconds for c in bridge.loops.corrections]}
+                                "correction_s": [c.seconds for c in bridge.loops.corrections],
+                                "correction_later_s": [c.later_seconds for c in bridge.loops.corrections]}
         if self.gt is not None and self.frames >= 3:
             metrics.update(trajectory_metrics(self.gt, bridge.trajectory(), max_diff=0.02))
         if self.realtime is not None:

@@ -310,6 +310,7 @@ class MappingBridge:
             self.failures += 1
         if self.loops is not None:
             self.loops.record_frame(pose)
+            self.loops.continue_rebuild()  # a staged map rebuild after a loop closure: the next keyframes
         self._timestamps.append(frame.timestamp)
         self._poses.append(np.asarray(pose, np.float64).copy())
         self._ok.append(ok)
@@ -516,6 +517,9 @@ class MappingBridge:
         from mapping.trajectory import write_hydra_csv, write_tum
 
         out = Path(out_dir)
+        if self.loops is not None and self.loops.rebuilding:  # the export holds the whole rebuilt map
+            self.loops.finish_rebuild()
+            snapshot = None
         snap = snapshot or self.snapshot()
         pts, rgb, _ = self.points()
         graph = self.scene_graph(snap)

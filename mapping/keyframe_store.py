@@ -2,10 +2,10 @@
 
 After a loop closure moves the keyframes, the TSDF and the class evidence are rebuilt by integrating every
 stored keyframe again at its new pose (BundleFusion's de-/re-integration, Dai et al., TOG 2017, done as a full
-rebuild, since Open3D's TSDF cannot de-integrate a frame; it costs about 50 ms of CPU per keyframe,
-``benchmarks/bench_loops.py cost``). A keyframe keeps, at half resolution: depth as uint16 millimetres, labels as
-uint8, confidence as uint8 (1/255 steps) and colour as JPEG (quality 90): 64 KB per 240x320 keyframe (300 took
-19.3 MB) instead of 0.8 MB. numpy, OpenCV, Open3D.
+rebuild, since Open3D's TSDF cannot de-integrate a frame; about 27 ms of CPU a keyframe,
+``benchmarks/bench_loops.py cost``; ``mapping.loops`` spreads it over frames). A keyframe keeps, at half
+resolution: depth as uint16 millimetres, labels as uint8, confidence as uint8 (1/255 steps) and colour as JPEG
+(quality 90): 64 KB per 240x320 keyframe (300 took 19.3 MB) instead of 0.8 MB. numpy, OpenCV, Open3D.
 """
 from __future__ import annotations
 
@@ -76,36 +76,52 @@ class KeyframeStore:
                                              jpeg.tobytes(), _downsample_K(K, s)))
         return len(self.keyframes) - 1
 
-    def reintegrate(self, poses, config, num_classes: int, voxel_size: float, K: np.ndarray | None = None,
-                    size: tuple[int, int] | None = None) -> tuple[Tracker, SemanticVoxels]:
-        """A new TSDF (as a ``Tracker``, the bridge's map holder, for images of ``K`` and ``size``: by default the
-        stored keyframes') and new class evidence from every stored keyframe at ``poses`` (camera-to-world, one per
-        keyframe). ``config`` is the bridge's ``MappingConfig``."""
-        import open3d.core as o3c
-        from open3d.t.pipelines.slam import Frame
-
-        if len(poses) != len(self.keyframes):
-            raise ValueError(f"reintegrate needs one pose per keyframe ({len(self.keyframes)}), got {len(poses)}")
+    def new_map(self, start_pose: np.ndarray, config, num_classes: int, voxel_size: float,
+                K: np.ndarray | None = None, size: tuple[int, int] | None = None) -> tuple[Tracker, SemanticVoxels]:
+        """An empty TSDF (as a ``Tracker``, the bridge's map holder, for images of ``K`` and ``size``: by default
+        the stored keyframes') and empty class evidence, for ``integrate``. ``config`` is the bridge's
+        ``MappingConfig``."""
         if not self.keyframes:
             raise ValueError("no keyframes to reintegrate")
         first = self.keyframes[0]
-        h, w = first.depth_mm.shape
-        tracker = Tracker(first.K if K is None else K, (h, w) if size is None else size, poses[0],
+        tracker = Tracker(first.K if K is None else K, first.depth_mm.shape if size is None else size, start_pose,
                           _with_voxel(config, voxel_size))
+        return tracker, SemanticVoxels(voxel_size, num_classes)
+
+    def integrate(self, tracker: Tracker, semantics: SemanticVoxels, indices, poses) -> None:
+        """Integrate the stored keyframes ``indices`` at ``poses`` (camera-to-world, one per index) into
+        ``tracker``'s TSDF and ``semantics``. The tracker's count of integrated frames is left as it was."""
+        import open3d.core as o3c
+        from open3d.t.pipelines.slam import Frame
+
+        if not len(indices):
+            return
+        first = self.keyframes[0]
+        h, w = first.depth_mm.shape
         # integrate through a frame of the stored size (half a pixel moved as in Tracker.__init__)
         integration_K = first.K.copy()
         integration_K[:2, 2] += 0.5
-        own_input = tracker.input
+        own_input, counted = tracker.input, tracker.integrated_frames
         tracker.input = Frame(h, w, o3c.Tensor(integration_K), o3c.Device("CPU:0"))
-        semantics = SemanticVoxels(voxel_size, num_classes)
         try:
-            for kf, pose in zip(self.keyframes, poses):
+            for i, pose in zip(indices, poses):
+                kf = self.keyframes[i]
                 depth = kf.depth()
                 tracker.set_input(depth, kf.rgb())
                 tracker.integrate(np.asarray(pose, np.float64))
-                _fuse(semantics, kf, depth, np.asarray(pose, np.float64), num_classes)
+                _fuse(semantics, kf, depth, np.asarray(pose, np.float64), semantics.num_classes)
         finally:
-            tracker.input = own_input
+            tracker.input, tracker.integrated_frames = own_input, counted
+
+    def reintegrate(self, poses, config, num_classes: int, voxel_size: float, K: np.ndarray | None = None,
+                    size: tuple[int, int] | None = None) -> tuple[Tracker, SemanticVoxels]:
+        """A new TSDF and new class evidence from every stored keyframe at ``poses`` (``new_map`` +
+        ``integrate``)."""
+        if len(poses) != len(self.keyframes):
+            raise ValueError(f"reintegrate needs one pose per keyframe ({len(self.keyframes)}), got {len(poses)}")
+        tracker, semantics = self.new_map(poses[0], config, num_classes, voxel_size, K, size)
+        self.integrate(tracker, semantics, range(len(poses)), poses)
+        tracker.integrated_frames = len(poses)
         return tracker, semantics
 
 

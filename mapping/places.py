@@ -218,7 +218,7 @@ class PlaceRecognizer:
             return None
         if np.median(np.abs(d[valid] / predicted[valid, 2] - 1.0)) > cfg.max_depth_disagreement:
             return None
-        return LoopEdge(other.index, kf.index, np.linalg.inv(q_T_o), int(len(inl)))
+        return LoopEdge(other.index, kf.index, np.linalg.inv(q_T_o), int(len(inl)), float(angle))
 
     def query(self, kf: PlaceKeyframe, depth: np.ndarray) -> LoopEdge | None:
         """The best verified loop edge for a new keyframe (not yet added), or None."""

@@ -36,6 +36,7 @@ class LoopEdge:
     j: int  # newer keyframe
     i_T_j: np.ndarray  # pose of keyframe j in keyframe i's camera frame (4x4)
     inliers: int = 0  # verification inliers (for reports)
+    disagreement_deg: float = 0.0  # verification: rotation between the forward and backward PnP poses (for reports)
 
 
 def _noise(sigma_m: float, sigma_deg: float) -> gtsam.noiseModel.Diagonal:

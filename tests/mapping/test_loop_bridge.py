@@ -1,4 +1,7 @@
-"""The bridge with loop closure: drifting odometry on a revisit walk is corrected, the map rebuilt, the graph exported."""
+"""The bridge with loop closure: drifting odometry on a revisit walk is corrected, the map rebuilt (in stages over the
+following frames), the graph exported."""
+from dataclasses import replace
+
 import gtsam
 import numpy as np
 
@@ -20,13 +23,18 @@ def test_revisit_with_drift_is_corrected_and_exported(tmp_path):
     for k, i in enumerate(idx):
         f = src[i]
         bridge.process(PerceptionFrame(f.timestamp, f.rgb, f.depth, f.labels, f.K, pose_prior=odometry[k]))
+        if k == 0:  # a staged rebuild here (25 keyframes): 4 at once, then 3 after each frame
+            bridge.loops.config = replace(bridge.loops.config, rebuild_now=4, rebuild_per_frame=3)
     _, est = bridge.trajectory()
     ate = np.sqrt(np.mean(np.sum((est[:, :3, 3] - truth[:, :3, 3]) ** 2, 1)))
     ate_odometry = np.sqrt(np.mean(np.sum((np.array(odometry)[:, :3, 3] - truth[:, :3, 3]) ** 2, 1)))
     assert len(bridge.loops.corrections) >= 1
     assert ate_odometry > 0.05 and ate < 0.5 * ate_odometry, (ate_odometry, ate)
     assert bridge.loops.loop_lines().shape[1:] == (2, 3)
+    staged = [c for c in bridge.loops.corrections if c.later_frames]
+    assert staged and all(c.later_frames <= -(-c.keyframes // 3) for c in staged), bridge.loops.corrections
     written = bridge.export(tmp_path)
+    assert not bridge.loops.rebuilding  # the export finished the rebuild
     assert tmp_path / "pose_graph.g2o" in written
     graph, values = gtsam.readG2o(str(tmp_path / "pose_graph.g2o"), True)
     assert values.size() == len(bridge.loops.graph) and graph.size() >= values.size()
