@@ -55,7 +55,8 @@ class MapRun:
         metrics = {
             "dataset": self.dataset, "intrinsics": self.intrinsics or None, "depth": config.depth_mode, "gt_poses": config.use_pose_prior,
             "frames": self.frames, "tracking_failures": self.failures, "dense_fallback_frames": bridge.dense_fallbacks,
-            "retrack_failures": bridge.retrack_failures, "voxel_size_m": bridge.voxel_size,
+            "retrack_failures": bridge.retrack_failures, "odometry_summary": bridge.odometry_summary(),
+            "voxel_size_m": bridge.voxel_size,
             "odometry": None if config.use_pose_prior else bridge.odometry_mode,
             "odometry_note": bridge.odometry_note, "keyframes": bridge.keyframe_count,
             "scale_alignment": config.scale_alignment, "map_scale": bridge.map_scale,

@@ -82,6 +82,8 @@ class MappingConfig:
     scale_refine_range: tuple[float, float] = (0.8, 1.25)
     semantic_stride: int = 2  # semantic update on every k-th pixel in each direction
     keyframe_every: int = 10  # integrated frames between free-space keyframes (scene-graph places)
+    keyframe_width: int = 80  # a free-space keyframe's depth is downsampled to about this many columns
+    max_keyframes: int = 400  # beyond this many free-space keyframes every other one is dropped
     loop_closure: bool = False  # keyframes -> place recognition -> pose graph -> map rebuilt (mapping.loops)
 
     def __post_init__(self) -> None:
@@ -399,6 +401,8 @@ class MappingBridge:
         if self._odometry is None:
             return mode
         text = f"{mode}: {self.keyframe_count} keyframes, {self.tracked_features} tracks"
+        if self._odometry.smoother_resets:
+            text += f", smoother restarted {self._odometry.smoother_resets}x"
         return text + (f" ({self.odometry_note})" if self.odometry_note else "")
 
     @property
@@ -449,12 +453,12 @@ class MappingBridge:
         return jump @ pose
 
     def _add_keyframe(self, depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> None:
-        step = max(1, depth.shape[1] // 80)
+        step = max(1, depth.shape[1] // self.config.keyframe_width)
         Ks = K.copy()
         Ks[:2] /= step
         Ks[:2, 2] = (K[:2, 2] - (step - 1) / 2.0) / step
         self.keyframes.append(Keyframe(depth[step // 2::step, step // 2::step].copy(), Ks, np.array(pose)))
-        if len(self.keyframes) > 400:
+        if len(self.keyframes) > self.config.max_keyframes:
             self.keyframes = self.keyframes[::2]
 
     # ------------------------------------------------------------------ outputs
