@@ -55,7 +55,7 @@ class MappingConfig:
     # bare wall, go to the dense method ``dense_method``). None = vio for predicted depth, point_to_plane otherwise.
     # Predicted depth's shape errors move a dense geometric fit by their full size; the sparse odometry takes its
     # poses from feature tracks and the IMU, with the network's depth as priors. Chosen on validation rooms
-    # 200000-200004 (150 frames, the bundled model's depth): vio 5.9-9.7 cm against hybrid 7.0-36.7 cm, at about
+    # 200000-200004 (150 frames, the bundled model's depth): vio 5.0-9.4 cm against hybrid 7.0-36.7 cm, at about
     # a third of the CPU time. On exact and sensor depth point-to-plane measures best (benchmarks/RESULTS.md,
     # "Sparse odometry as the default for predicted depth"; docs/design/odometry.md).
     odometry: str | None = None
