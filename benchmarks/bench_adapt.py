@@ -5,9 +5,10 @@ and no forgetting on the model card's held-out generated rooms, each against the
     python -m benchmarks.bench_adapt --checkpoint runs/rk.safetensors --only depth map forgetting
 
 Parts (``--only``): ``depth``: ``m2hmx-eval`` on frames 300-599 and 600-999 (every ``--stride``-th); ``map``:
-``m2hmx-map --depth pred`` on frames 600-999 with the dense odometry; ``forgetting``: the card's command
-(``benchmarks/eval_demo_model.py``: rooms 100000-100019, stride 20). The frame ranges are folders of links to the
-shared recording (``m2hmx-eval`` and ``m2hmx-map`` read whole folders), made in a temporary folder.
+``m2hmx-map --depth pred`` on frames 600-999 with the default odometry (vo: the recording has no IMU);
+``forgetting``: the card's command (``benchmarks/eval_demo_model.py``: rooms 100000-100019, stride 20). The frame
+ranges are folders of links to the shared recording (``m2hmx-eval`` and ``m2hmx-map`` read whole folders), made in a
+temporary folder.
 """
 from __future__ import annotations
 
