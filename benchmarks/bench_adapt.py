@@ -63,10 +63,12 @@ def mapping(checkpoint: str, folder: Path, work: Path) -> dict:
 
 
 def forgetting(checkpoint: str) -> dict:
-    from benchmarks.eval_demo_model import ROOMS, STRIDE, evaluate_rooms
+    from benchmarks.eval_demo_model import DEFAULT_STRIDE, evaluate_rooms
+    from m2hmx.data.splits import SPLITS
     from m2hmx.predictor import Predictor
 
-    r = evaluate_rooms(Predictor.from_checkpoint(checkpoint), [f"synthetic:{s}" for s in ROOMS], STRIDE)
+    rooms = [f"synthetic:{s}" for s in SPLITS["heldout"]]
+    r = evaluate_rooms(Predictor.from_checkpoint(checkpoint), rooms, DEFAULT_STRIDE["heldout"])
     return {"miou": r["semseg"]["miou"], "pixel_acc": r["semseg"]["pixel_acc"], "abs_rel": r["depth"]["abs_rel"],
             "delta1": r["depth"]["delta1"]}
 
