@@ -121,6 +121,13 @@ class Predictor:
         x = (x - self._mean) / self._std
         x = F.pad(x, (0, pw - w, 0, ph - h))  # zero after normalisation = the mean colour
         x = x.contiguous(memory_format=self.memory_format)
+        if self.engine == "onnxruntime" and not return_probs:
+            try:  # the network and the post-processing below in ONNX Runtime
+                r = self._forward.predict(x, self._outputs, (h, w), (H, W), self.config.min_depth)
+                return Prediction(**r)
+            except Exception as exc:
+                self.engine = self._torch_fallback(exc)  # the export or the session failed on this size
+                x = x.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             try:
                 out = self._forward(x, self._outputs)
