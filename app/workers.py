@@ -50,6 +50,12 @@ class LatestSlot:
             self._cond.notify_all()
         return True
 
+    def wait_empty(self, stop: threading.Event | None = None) -> None:
+        """Block until the slot is empty (or ``stop`` is set)."""
+        with self._cond:
+            while self._item is not None and not (stop is not None and stop.is_set()):
+                self._cond.wait(0.05)
+
     def get(self, timeout: float = 0.0):
         """The newest item (None if there is none within ``timeout`` seconds)."""
         with self._cond:
@@ -104,6 +110,7 @@ class CaptureThread(QtCore.QThread):
         self.generation = 0
         self.delivered = 0
         self.done = False  # the source ended, failed or max_frames was reached
+        self.cpu_s = 0.0  # this thread's CPU time reading and resizing frames (benchmarks/bench_app.py)
 
     # --- controls (GUI thread)
     def set_paused(self, paused: bool) -> None:
@@ -158,6 +165,10 @@ class CaptureThread(QtCore.QThread):
             if self.max_frames is not None and self.delivered >= self.max_frames:
                 self._finish()
                 continue
+            if not self.live:  # a file source: read the next frame only when perception has taken the last,
+                # so that it does not wait (its latency counting) in this thread's hand for a whole cycle
+                self.out_slot.wait_empty(self._stop)
+            started = time.thread_time()
             try:
                 frame = next(iterator)
             except StopIteration:
@@ -169,6 +180,7 @@ class CaptureThread(QtCore.QThread):
                 continue
             if self.size is not None:
                 frame = resize_frame(frame, self.size)
+            self.cpu_s += time.thread_time() - started
             item = Captured(frame, time.monotonic(), self.generation)
             if self.out_slot.put(item, block=not self.live, stop=self._stop):
                 self.delivered += 1
@@ -242,6 +254,7 @@ class PerceptionThread(QtCore.QThread):
         self._stop = threading.Event()
         self.busy = False
         self.processed = 0
+        self.cpu_s = 0.0  # this thread's CPU time composing results (benchmarks/bench_app.py)
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,7 +267,9 @@ class PerceptionThread(QtCore.QThread):
                 continue
             self.busy = True
             try:
+                started = time.thread_time()
                 result, pred = self.compose(item)
+                self.cpu_s += time.thread_time() - started
                 self.out_slot.put(result)  # on screen before the hand-off to mapping, where file sources wait
                 if result.sent_to_mapping:
                     self._send_to_mapping(item.frame, pred)
@@ -349,6 +364,7 @@ class MappingClient:
         self._anchor_pending = True  # the next frame starts a map
         self.submitted = 0
         self.dropped = 0
+        self.waited_s = 0.0  # time ``submit`` waited for the mapper to take the previous frame
         self.stopped = False
         self.process.start()
 
@@ -356,11 +372,13 @@ class MappingClient:
         """Hand over ``make_frame(anchor)`` (a PerceptionFrame; ``anchor``: it starts the map). A frame still
         waiting is dropped and counted (if it was to start the map, the new one does instead); with
         ``wait`` (file sources: every frame should be mapped) wait for the mapper to take it instead."""
+        started = time.perf_counter()
         while wait and self.process.is_alive() and not (stop is not None and stop.is_set()):
             with self._lock:
                 if not self.frames.full():
                     break
             time.sleep(0.005)
+        self.waited_s += time.perf_counter() - started
         if self.stopped or not self.process.is_alive():
             return
         with self._lock:
