@@ -372,13 +372,14 @@ class MappingClient:
         """Hand over ``make_frame(anchor)`` (a PerceptionFrame; ``anchor``: it starts the map). A frame still
         waiting is dropped and counted (if it was to start the map, the new one does instead); with
         ``wait`` (file sources: every frame should be mapped) wait for the mapper to take it instead."""
-        started = time.perf_counter()
-        while wait and self.process.is_alive() and not (stop is not None and stop.is_set()):
-            with self._lock:
-                if not self.frames.full():
-                    break
-            time.sleep(0.005)
-        self.waited_s += time.perf_counter() - started
+        if wait:
+            started = time.perf_counter()
+            while self.process.is_alive() and not (stop is not None and stop.is_set()):
+                with self._lock:
+                    if not self.frames.full():
+                        break
+                time.sleep(0.005)
+            self.waited_s += time.perf_counter() - started
         if self.stopped or not self.process.is_alive():
             return
         with self._lock:
