@@ -23,6 +23,7 @@ from app.widgets.image_panel import colorize_depth
 from m2hmx.data import Frame
 
 STEP_FAILURES_BEFORE_STOP = 3  # consecutive perception failures that stop the perception thread
+READ_WAIT_S = 5.0  # the longest a file source's capture waits for the mapper before reading the next frame
 
 
 class LatestSlot:
@@ -98,9 +99,11 @@ class CaptureThread(QtCore.QThread):
     finished_source = QtCore.pyqtSignal(int)  # frames delivered in this run
 
     def __init__(self, source, out_slot: LatestSlot, size: tuple[int, int] | None, max_frames: int | None = None,
-                 parent=None):
+                 parent=None, downstream_ready=None):
         super().__init__(parent)
         self.source, self.out_slot, self.size, self.max_frames = source, out_slot, size, max_frames
+        # file sources: read the next frame only when this says the stages after perception can take one
+        self.downstream_ready = downstream_ready
         self.live = bool(getattr(source, "live", False))
         self._stop = threading.Event()
         self._lock = threading.Condition()
@@ -150,7 +153,11 @@ class CaptureThread(QtCore.QThread):
 
     def run(self) -> None:
         iterator = iter(self.source)
-        while self._wait_for_work():
+        while True:
+            if not self.live:  # before the pause check: a frame read after a pause is not wanted
+                self._wait_until_wanted()
+            if not self._wait_for_work():
+                break
             with self._lock:
                 if self._restart:
                     self._restart, self.done = False, False
@@ -165,9 +172,6 @@ class CaptureThread(QtCore.QThread):
             if self.max_frames is not None and self.delivered >= self.max_frames:
                 self._finish()
                 continue
-            if not self.live:  # a file source: read the next frame only when perception has taken the last,
-                # so that it does not wait (its latency counting) in this thread's hand for a whole cycle
-                self.out_slot.wait_empty(self._stop)
             started = time.thread_time()
             try:
                 frame = next(iterator)
@@ -184,6 +188,17 @@ class CaptureThread(QtCore.QThread):
             item = Captured(frame, time.monotonic(), self.generation)
             if self.out_slot.put(item, block=not self.live, stop=self._stop):
                 self.delivered += 1
+
+    def _wait_until_wanted(self) -> None:
+        """A file source's frame is read when perception has taken the last one and the mapper has taken every
+        frame handed to it: read earlier, it would wait (its latency counting) behind a busy mapper, up to a
+        whole map snapshot, while nothing is gained (the slowest stage sets the rate either way). At most
+        ``READ_WAIT_S`` for the mapper."""
+        self.out_slot.wait_empty(self._stop)
+        deadline = time.monotonic() + READ_WAIT_S
+        while (self.downstream_ready is not None and not self.downstream_ready() and not self._stop.is_set()
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
 
     def _finish(self) -> None:
         self.done = True
@@ -404,6 +419,10 @@ class MappingClient:
                 return
             self._anchor_pending = False
             self.submitted += 1
+
+    def can_take(self) -> bool:
+        """Nothing handed over is still waiting for the mapper (or it is gone)."""
+        return self.stopped or not self.process.is_alive() or self.frames.empty()
 
     def reset(self, config=None) -> None:
         """Start a new map (with ``config`` when given, e.g. another depth source)."""

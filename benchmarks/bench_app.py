@@ -156,9 +156,9 @@ def cpu_counters(window, shown: int, mapped: int, gui_ms: float) -> dict:
     return {"t": time.monotonic(), "shown": shown, "mapped": mapped, "gui_ms": gui_ms,
             "process": _process_cpu_s(os.getpid()),
             "mapper": _process_cpu_s(stages.mapper.pid) if stages.mapper else 0.0,
-            "capture": stages.capture.cpu_s if stages.capture else 0.0,
-            "perception": stages.perception.cpu_s if stages.perception else 0.0,
-            "waited": stages.mapper.waited_s if stages.mapper else 0.0}
+            "capture": getattr(stages.capture, "cpu_s", 0.0),  # getattr: also runs on older app code
+            "perception": getattr(stages.perception, "cpu_s", 0.0),
+            "waited": getattr(stages.mapper, "waited_s", 0.0)}
 
 
 def stage_profile(a: dict, b: dict, steps: list, extracts: list) -> dict:

@@ -140,3 +140,29 @@ def test_a_file_source_is_read_only_when_perception_took_the_last_frame(qtbot):
     finally:
         capture.stop()
         capture.wait(5000)
+
+
+def test_a_file_source_waits_for_the_mapper_before_reading(qtbot):
+    """With a busy mapper (a frame handed to it not yet taken) the next frame is not read, so it cannot age
+    behind the mapper; it is read as soon as the mapper takes its frame."""
+    from app.workers import CaptureThread
+
+    reads, mapper_free = [], threading.Event()
+
+    def source():
+        for i in range(3):
+            reads.append(i)
+            yield Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), timestamp=float(i), index=i)
+
+    slot = LatestSlot()
+    capture = CaptureThread(source(), slot, None, downstream_ready=mapper_free.is_set)
+    capture.start()
+    try:
+        time.sleep(0.3)
+        assert reads == [] and slot.empty()
+        mapper_free.set()
+        qtbot.waitUntil(lambda: not slot.empty(), timeout=5000)
+        assert reads == [0]
+    finally:
+        capture.stop()
+        capture.wait(5000)
