@@ -30,11 +30,13 @@ from app.messages import one_line
 MAX_MESH_TRIANGLES = 40_000  # more than this: send a point sample of the mesh's vertices instead
 MAX_POINTS = 30_000
 NICE = 5  # lower CPU priority than the GUI process (2 cores: the GUI must not wait behind Open3D)
-SNAPSHOT_COST_FACTOR = 3.0  # wait at least 3x the last snapshot's cost before the next (<= 25% of the time)
+# Wait at least 6x the last snapshot's cost before the next (<= 14 % of the time). With 3x, snapshots took 30-45 %
+# of the mapping process, the viewer's slowest stage, and 18 % more of its CPU a frame (benchmarks/RESULTS.md,
+# "Viewer: where the time goes").
+SNAPSHOT_COST_FACTOR = 6.0
 # Idle this long (nothing to map: the source paused, ended or is slower than mapping) before a snapshot out of
-# turn. The gaps between a file source's frames are shorter (one perception step, 50-200 ms); a snapshot in
-# each of them made snapshots 45 % of the mapping process's time and mapping the viewer's slowest stage
-# (benchmarks/RESULTS.md, "Viewer stages").
+# turn. The gaps between a file source's frames are shorter (one perception step, 50-200 ms): a snapshot in each
+# of them would stall the next frame's hand-off for the whole extraction.
 IDLE_SNAPSHOT_S = 0.4
 
 
@@ -138,7 +140,7 @@ class _MappingLoop:
         cost = time.perf_counter() - t0
         self.send("snapshot", make_update(snap, self.bridge.frames, 1000 * cost, graph))
         self.last_snapshot, self.dirty = time.monotonic(), False
-        # extraction is whole-map (0.3-2 s for a room): keep it under a quarter of the mapping time
+        # extraction is whole-map (0.3-2 s for a room): keep it to a small share of the mapping time
         self.interval = max(self.snapshot_every_s, SNAPSHOT_COST_FACTOR * cost)
 
     def run_command(self, cmd, arg) -> bool:
