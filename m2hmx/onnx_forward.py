@@ -179,6 +179,7 @@ class OnnxForward:
         self.threads = threads
         self.digest = weights_digest(model)
         self._sessions: dict = {}  # key -> [(session, input names, output names)] of the five graphs
+        self._by_name: dict = {}  # graph file name -> session (the first four graphs serve every key of a shape)
         self._A = [(-torch.exp(rgm.mamba.A_log.detach().float())).contiguous() for rgm in model.decoder.rgm]
 
     def __call__(self, images: torch.Tensor, outputs: tuple[str, ...] | None = None) -> dict:
@@ -244,6 +245,12 @@ class OnnxForward:
 
     def _session(self, name: str, module: nn.Module, args: tuple, input_names: list[str],
                  output_names: list[str]):
+        if name not in self._by_name:
+            self._by_name[name] = self._exported(name, module, args, input_names, output_names)
+        return self._by_name[name]
+
+    def _exported(self, name: str, module: nn.Module, args: tuple, input_names: list[str],
+                  output_names: list[str]):
         path = cache_dir() / f"{name}.onnx"
         if path.is_file():
             try:
