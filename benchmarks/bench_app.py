@@ -177,7 +177,7 @@ def stage_profile(a: dict, b: dict, steps: list, extracts: list) -> dict:
     keys = sorted({k for s in later for k in (s.get("timings_ms") or {})})
     for k in keys:
         per[f"  map: {k}"] = float(np.mean([s["timings_ms"].get(k, 0.0) for s in later]))
-    per["map snapshots (per shown frame)"] = float(np.sum(extracts)) / max(1, len(steps))
+    per["map snapshots (per mapped frame)"] = float(np.sum(extracts)) / max(1, len(steps))
     per["wall per shown frame"] = 1000 * (b["t"] - a["t"]) / n
     return per
 
