@@ -165,7 +165,8 @@ def stage_profile(a: dict, b: dict, steps: list, extracts: list) -> dict:
     """Milliseconds per shown frame in steady state (from the 6th frame shown to the end) of each stage:
     CPU of the capture and perception threads, the rest of the GUI process's CPU (GUI thread: drawing, Qt,
     software OpenGL), the mapping process's CPU, and wall times: perception waiting for the mapper to take its
-    frame, the mapper's step and snapshot (mesh extraction), the GUI thread in its result/map handlers."""
+    frame, the mapper's step and snapshots (mesh extraction; per mapped frame, the same as per shown frame for
+    file sources), the GUI thread in its result/map handlers."""
     if not a:
         return {}
     n = max(1, b["shown"] - a["shown"])
