@@ -30,7 +30,14 @@ from app.messages import one_line
 MAX_MESH_TRIANGLES = 40_000  # more than this: send a point sample of the mesh's vertices instead
 MAX_POINTS = 30_000
 NICE = 5  # lower CPU priority than the GUI process (2 cores: the GUI must not wait behind Open3D)
-SNAPSHOT_COST_FACTOR = 3.0  # wait at least 3x the last snapshot's cost before the next (<= 25% of the time)
+# Wait at least 6x the last snapshot's cost before the next (<= 14 % of the time). With 3x, snapshots took 30-45 %
+# of the mapping process, the viewer's slowest stage, and 18 % more of its CPU a frame (benchmarks/RESULTS.md,
+# "Viewer: where the time goes").
+SNAPSHOT_COST_FACTOR = 6.0
+# Idle this long (nothing to map: the source paused, ended or is slower than mapping) before a snapshot out of
+# turn. The gaps between a file source's frames are shorter (one perception step, 50-200 ms): a snapshot in each
+# of them would stall the next frame's hand-off for the whole extraction.
+IDLE_SNAPSHOT_S = 0.4
 
 
 @dataclass
@@ -121,6 +128,7 @@ class _MappingLoop:
         self.last_snapshot = time.monotonic()
         self.dirty = False  # frames processed since the last snapshot
         self.idle_sent = True
+        self.idle_since: float | None = None  # when the frame queue was last found empty after a frame
 
     def send(self, kind: str, payload) -> None:
         self.results.put((kind, (self.generation, payload)))
@@ -132,7 +140,7 @@ class _MappingLoop:
         cost = time.perf_counter() - t0
         self.send("snapshot", make_update(snap, self.bridge.frames, 1000 * cost, graph))
         self.last_snapshot, self.dirty = time.monotonic(), False
-        # extraction is whole-map (0.3-2 s for a room): keep it under a quarter of the mapping time
+        # extraction is whole-map (0.3-2 s for a room): keep it to a small share of the mapping time
         self.interval = max(self.snapshot_every_s, SNAPSHOT_COST_FACTOR * cost)
 
     def run_command(self, cmd, arg) -> bool:
@@ -160,7 +168,10 @@ class _MappingLoop:
         return True
 
     def on_idle(self) -> None:
-        if self.dirty and time.monotonic() - self.last_snapshot > 0.25:
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        if self.dirty and (now - self.last_snapshot >= self.interval or now - self.idle_since >= IDLE_SNAPSHOT_S):
             try:
                 self.send_snapshot()  # caught up: show the latest map now
             except Exception as exc:
@@ -171,7 +182,7 @@ class _MappingLoop:
             self.idle_sent = True
 
     def process(self, frame) -> None:
-        self.idle_sent = False
+        self.idle_sent, self.idle_since = False, None
         try:
             t0 = time.perf_counter()
             step = self.bridge.process(frame)

@@ -39,7 +39,8 @@ class Stages:
         predictor, label_space, depth_mode, depth_lut, and ``failed``, its error slot). Capture starts when the
         mapping process is ready (``start_capture``), or at once without one."""
         self.source, self._perception = source, dict(perception)
-        self.capture = CaptureThread(source, self.capture_slot, size, max_frames, parent)
+        self.capture = CaptureThread(source, self.capture_slot, size, max_frames, parent,
+                                     downstream_ready=self._mapper_can_take)
         self.capture.failed.connect(capture_failed)
         self.capture.finished_source.connect(source_finished)
         self.new_perception(parent)
@@ -74,6 +75,9 @@ class Stages:
     def start_capture(self) -> None:
         if self.capture is not None and not self.capture.isRunning():
             self.capture.start()
+
+    def _mapper_can_take(self) -> bool:
+        return self.mapper is None or self.mapper.can_take()
 
     def mapping_alive(self) -> bool:
         return self.mapper is not None and self.mapper.alive()

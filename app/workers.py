@@ -23,6 +23,7 @@ from app.widgets.image_panel import colorize_depth
 from m2hmx.data import Frame
 
 STEP_FAILURES_BEFORE_STOP = 3  # consecutive perception failures that stop the perception thread
+READ_WAIT_S = 5.0  # the longest a file source's capture waits for the mapper before reading the next frame
 
 
 class LatestSlot:
@@ -49,6 +50,12 @@ class LatestSlot:
             self._item = item
             self._cond.notify_all()
         return True
+
+    def wait_empty(self, stop: threading.Event | None = None) -> None:
+        """Block until the slot is empty (or ``stop`` is set)."""
+        with self._cond:
+            while self._item is not None and not (stop is not None and stop.is_set()):
+                self._cond.wait(0.05)
 
     def get(self, timeout: float = 0.0):
         """The newest item (None if there is none within ``timeout`` seconds)."""
@@ -92,9 +99,11 @@ class CaptureThread(QtCore.QThread):
     finished_source = QtCore.pyqtSignal(int)  # frames delivered in this run
 
     def __init__(self, source, out_slot: LatestSlot, size: tuple[int, int] | None, max_frames: int | None = None,
-                 parent=None):
+                 parent=None, downstream_ready=None):
         super().__init__(parent)
         self.source, self.out_slot, self.size, self.max_frames = source, out_slot, size, max_frames
+        # file sources: read the next frame only when this says the stages after perception can take one
+        self.downstream_ready = downstream_ready
         self.live = bool(getattr(source, "live", False))
         self._stop = threading.Event()
         self._lock = threading.Condition()
@@ -104,6 +113,7 @@ class CaptureThread(QtCore.QThread):
         self.generation = 0
         self.delivered = 0
         self.done = False  # the source ended, failed or max_frames was reached
+        self.cpu_s = 0.0  # this thread's CPU time reading and resizing frames (benchmarks/bench_app.py)
 
     # --- controls (GUI thread)
     def set_paused(self, paused: bool) -> None:
@@ -143,7 +153,11 @@ class CaptureThread(QtCore.QThread):
 
     def run(self) -> None:
         iterator = iter(self.source)
-        while self._wait_for_work():
+        while True:
+            if not self.live:  # before the pause check: a frame read after a pause is not wanted
+                self._wait_until_wanted()
+            if not self._wait_for_work():
+                break
             with self._lock:
                 if self._restart:
                     self._restart, self.done = False, False
@@ -158,6 +172,7 @@ class CaptureThread(QtCore.QThread):
             if self.max_frames is not None and self.delivered >= self.max_frames:
                 self._finish()
                 continue
+            started = time.thread_time()
             try:
                 frame = next(iterator)
             except StopIteration:
@@ -169,9 +184,21 @@ class CaptureThread(QtCore.QThread):
                 continue
             if self.size is not None:
                 frame = resize_frame(frame, self.size)
+            self.cpu_s += time.thread_time() - started
             item = Captured(frame, time.monotonic(), self.generation)
             if self.out_slot.put(item, block=not self.live, stop=self._stop):
                 self.delivered += 1
+
+    def _wait_until_wanted(self) -> None:
+        """A file source's frame is read when perception has taken the last one and the mapper has taken every
+        frame handed to it: read earlier, it would wait (its latency counting) behind a busy mapper, up to a
+        whole map snapshot, while nothing is gained (the slowest stage sets the rate either way). At most
+        ``READ_WAIT_S`` for the mapper."""
+        self.out_slot.wait_empty(self._stop)
+        deadline = time.monotonic() + READ_WAIT_S
+        while (self.downstream_ready is not None and not self.downstream_ready() and not self._stop.is_set()
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
 
     def _finish(self) -> None:
         self.done = True
@@ -242,6 +269,7 @@ class PerceptionThread(QtCore.QThread):
         self._stop = threading.Event()
         self.busy = False
         self.processed = 0
+        self.cpu_s = 0.0  # this thread's CPU time composing results (benchmarks/bench_app.py)
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,7 +282,9 @@ class PerceptionThread(QtCore.QThread):
                 continue
             self.busy = True
             try:
+                started = time.thread_time()
                 result, pred = self.compose(item)
+                self.cpu_s += time.thread_time() - started
                 self.out_slot.put(result)  # on screen before the hand-off to mapping, where file sources wait
                 if result.sent_to_mapping:
                     self._send_to_mapping(item.frame, pred)
@@ -349,6 +379,7 @@ class MappingClient:
         self._anchor_pending = True  # the next frame starts a map
         self.submitted = 0
         self.dropped = 0
+        self.waited_s = 0.0  # time ``submit`` waited for the mapper to take the previous frame
         self.stopped = False
         self.process.start()
 
@@ -356,11 +387,14 @@ class MappingClient:
         """Hand over ``make_frame(anchor)`` (a PerceptionFrame; ``anchor``: it starts the map). A frame still
         waiting is dropped and counted (if it was to start the map, the new one does instead); with
         ``wait`` (file sources: every frame should be mapped) wait for the mapper to take it instead."""
-        while wait and self.process.is_alive() and not (stop is not None and stop.is_set()):
-            with self._lock:
-                if not self.frames.full():
-                    break
-            time.sleep(0.005)
+        if wait:
+            started = time.perf_counter()
+            while self.process.is_alive() and not (stop is not None and stop.is_set()):
+                with self._lock:
+                    if not self.frames.full():
+                        break
+                time.sleep(0.005)
+            self.waited_s += time.perf_counter() - started
         if self.stopped or not self.process.is_alive():
             return
         with self._lock:
@@ -385,6 +419,10 @@ class MappingClient:
                 return
             self._anchor_pending = False
             self.submitted += 1
+
+    def can_take(self) -> bool:
+        """Nothing handed over is still waiting for the mapper (or it is gone)."""
+        return self.stopped or not self.process.is_alive() or self.frames.empty()
 
     def reset(self, config=None) -> None:
         """Start a new map (with ``config`` when given, e.g. another depth source)."""

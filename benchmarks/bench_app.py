@@ -82,6 +82,23 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
         predict_ms.append(result.predict_ms)
 
     window.session.on_result = show
+    steps, extracts, gui_ms = [], [], {"result": 0.0, "map": 0.0}
+    on_step = window.session.on_step
+
+    def step(payload, now):
+        steps.append(payload)
+        return on_step(payload, now)
+
+    window.session.on_step = step
+    for name, attr in (("result", "_show_result"), ("map", "_show_map")):
+        def timed(*a, f=getattr(window, attr), n=name):
+            t = time.perf_counter()
+            f(*a)
+            gui_ms[n] += 1000 * (time.perf_counter() - t)
+            if n == "map":
+                extracts.append(a[0].extract_ms)
+        setattr(window, attr, timed)
+    cpu_at = {}
     beats = []
     heartbeat = QtCore.QTimer()
     heartbeat.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
@@ -93,6 +110,9 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
     while not done and time.monotonic() < deadline:
         app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
         time.sleep(0.001)
+        if not cpu_at and len(shown_at) > 5:  # steady state: the CPU counters from here
+            cpu_at = cpu_counters(window, len(shown_at), len(steps), sum(gui_ms.values()))
+    end = cpu_counters(window, len(shown_at), len(steps), sum(gui_ms.values()))
     heartbeat.stop()
     first_shown = 5 if len(shown_at) > 10 else 1  # skip warm-up (first predictions, map start)
     span = shown_at[-1] - shown_at[first_shown] if len(shown_at) > first_shown + 1 else float("nan")
@@ -114,11 +134,53 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
         "map_dropped": window.stages.mapper.dropped if window.stages.mapper else 0,
         "skipped": getattr(window.stages.source, "skipped", 0),
         "ate": window.session.ate, "finished": bool(done), "errors": list(window.session.errors),
+        "stages": stage_profile(cpu_at, end, steps, extracts),
     }
     window.close()
     window.shutdown()
     app.processEvents()
     return out
+
+
+def _process_cpu_s(pid: int | None) -> float:
+    """utime + stime of a process (all its threads) from /proc, seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, TypeError):
+        return 0.0
+
+
+def cpu_counters(window, shown: int, mapped: int, gui_ms: float) -> dict:
+    stages = window.stages
+    return {"t": time.monotonic(), "shown": shown, "mapped": mapped, "gui_ms": gui_ms,
+            "process": _process_cpu_s(os.getpid()),
+            "mapper": _process_cpu_s(stages.mapper.pid) if stages.mapper else 0.0,
+            "capture": getattr(stages.capture, "cpu_s", 0.0),  # getattr: also runs on older app code
+            "perception": getattr(stages.perception, "cpu_s", 0.0),
+            "waited": getattr(stages.mapper, "waited_s", 0.0)}
+
+
+def stage_profile(a: dict, b: dict, steps: list, extracts: list) -> dict:
+    """Milliseconds per shown frame in steady state (from the 6th frame shown to the end) of each stage:
+    CPU of the capture and perception threads, the rest of the GUI process's CPU (GUI thread: drawing, Qt,
+    software OpenGL), the mapping process's CPU, and wall times: perception waiting for the mapper to take its
+    frame, the mapper's step and snapshots (mesh extraction; per mapped frame, the same as per shown frame for
+    file sources), the GUI thread in its result/map handlers."""
+    if not a:
+        return {}
+    n = max(1, b["shown"] - a["shown"])
+    per = {k: 1000 * (b[k] - a[k]) / n for k in ("capture", "perception", "waited", "mapper")}
+    per["gui process rest"] = 1000 * (b["process"] - a["process"]) / n - per["capture"] - per["perception"]
+    per["gui handlers"] = (b["gui_ms"] - a["gui_ms"]) / n
+    later = steps[a["mapped"]:]
+    per["map step"] = float(np.mean([s["total_ms"] for s in later])) if later else 0.0
+    keys = sorted({k for s in later for k in (s.get("timings_ms") or {})})
+    for k in keys:
+        per[f"  map: {k}"] = float(np.mean([s["timings_ms"].get(k, 0.0) for s in later]))
+    per["map snapshots (per mapped frame)"] = float(np.sum(extracts)) / max(1, len(steps))
+    per["wall per shown frame"] = 1000 * (b["t"] - a["t"]) / n
+    return per
 
 
 def main(argv=None) -> int:
@@ -146,16 +208,16 @@ def main(argv=None) -> int:
                ("1th", f"{what}, 1 thread, hybrid odometry", checkpoint, 1, None, "hybrid"),
                ("1t2", f"{what}, 1 thread, depth,semseg", checkpoint, 1, ("depth", "semseg"), None),
                ("2t", f"{what}, 2 torch threads", checkpoint, 2, None, None)]
-    configs = [c[1:] for c in configs if c[0] not in args.skip.split(",")]
+    configs = [c for c in configs if c[0] not in args.skip.split(",")]
     load = os.getloadavg()[0]  # other work on the machine slows every stage: reported with the table
     rows = []
-    for name, ckpt, threads, tasks, odometry in configs:
+    for key, name, ckpt, threads, tasks, odometry in configs:
         spec = SourceSpec("demo", demo_frames=max(args.frames, 2), realtime=args.realtime)
         opts = ViewerOptions(source=spec, checkpoint=ckpt, size=size, max_frames=None if args.realtime else args.frames,
                              torch_threads=threads, output_dir=str(tmp), tasks=tasks,
                              odometry=odometry)
         r = run_viewer(opts)
-        rows.append((name, r))
+        rows.append((key, name, r))
         print(f"done: {name}: {r['shown']} frames" + (f"; errors: {r['errors'][-1]}" if r["errors"] else ""),
               file=sys.stderr)
     print(f"\nm2hmx-viewer end to end, demo scene at {args.size}, {args.frames} frames, {os.cpu_count()} CPUs "
@@ -165,11 +227,16 @@ def main(argv=None) -> int:
             f"{'lat p50':>7} {'lat p95':>7} {'GUI max stall':>13} {'>50ms':>5} {'dropped':>11} {'ATE cm':>6}")
     print(head)
     print("-" * len(head))
-    for name, r in rows:
+    for _, name, r in rows:
         ate = "-" if r["ate"] is None else f"{100 * r['ate']:.1f}"
         print(f"{name:<46} {r['shown']:>5} {r['fps']:>8.1f} {r['predict_ms']:>7.0f} {r['map_fps']:>7.1f} "
               f"{r['lat50']:>7.0f} {r['lat95']:>7.0f} {r['stall_max']:>10.0f} ms {r['stalls_50']:>5} "
               f"{r['skipped']:>3}/{r['dropped']:>3}/{r['map_dropped']:<3} {ate:>6}")
+    print("\nwhere the time goes, ms per shown frame in steady state (CPU: thread or process CPU time; else wall)")
+    names = list(dict.fromkeys(k for _, _, r in rows for k in r["stages"]))
+    print(f"{'stage':<40} " + " ".join(f"{key:>10}" for key, _, _ in rows))
+    for k in names:
+        print(f"{k:<40} " + " ".join(f"{r['stages'].get(k, float('nan')):>10.1f}" for _, _, r in rows))
     print("latency: capture -> on screen (ms); dropped: skipped at the source (--realtime) / capture+display / "
           "mapping hand-offs; file sources wait instead of dropping, so frames/s is that of the slowest stage")
     shutil.rmtree(tmp, ignore_errors=True)

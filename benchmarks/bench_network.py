@@ -87,9 +87,9 @@ def bundled_predictors() -> dict:
 
     two = ("depth", "semseg")
     return {"torch (channels-last), 4 outputs": Predictor.from_checkpoint(BUNDLED, engine="torch"),
-            "onnxruntime, 4 outputs (default)": Predictor.from_checkpoint(BUNDLED),
+            "onnxruntime (5 graphs + post), 4 outputs (default)": Predictor.from_checkpoint(BUNDLED),
             "torch (channels-last), depth,semseg": Predictor.from_checkpoint(BUNDLED, engine="torch", tasks=two),
-            "onnxruntime, depth,semseg": Predictor.from_checkpoint(BUNDLED, tasks=two)}
+            "onnxruntime (5 graphs + post), depth,semseg": Predictor.from_checkpoint(BUNDLED, tasks=two)}
 
 
 def bundled_table(rounds: int) -> None:

@@ -38,11 +38,11 @@ class Predictor:
     prediction layers are skipped and the asked outputs are unchanged (``M2HMX.forward``). On CPU the model
     runs channels-last (NHWC), which oneDNN's convolutions take without reordering their inputs
     (benchmarks/RESULTS.md, "Inference speed").
-    ``engine``: "onnxruntime" (the default on CPU for fp32 without ``compile``) runs the backbone, HFA and heads
-    in ONNX Runtime and the decoder in torch (``m2hmx.onnx_forward``): 0.70 of the CPU time, answers equal to
-    float rounding. Its graphs are a snapshot of the weights, exported at the first frame of each size (or
-    loaded from the cache). If the export or ONNX Runtime fails, the predictor says so in one line and runs in
-    torch. "torch" runs the model as it is."""
+    ``engine``: "onnxruntime" (the default on CPU for fp32 without ``compile``) runs the network in ONNX Runtime
+    with only the decoder's selective scans in numba, and (without ``return_probs``) the post-processing too
+    (``m2hmx.onnx_forward``): about 0.6 of torch's CPU time, answers equal to float rounding. Its graphs are a
+    snapshot of the weights, exported at the first frame of each size (or loaded from the cache). If the export
+    or ONNX Runtime fails, the predictor says so in one line and runs in torch. "torch" runs the model as it is."""
 
     def __init__(self, model, device: str | torch.device = "cpu", amp: str | None = None, compile: bool = False,
                  tasks: tuple[str, ...] | None = None, engine: str | None = None):
@@ -121,6 +121,13 @@ class Predictor:
         x = (x - self._mean) / self._std
         x = F.pad(x, (0, pw - w, 0, ph - h))  # zero after normalisation = the mean colour
         x = x.contiguous(memory_format=self.memory_format)
+        if self.engine == "onnxruntime" and not return_probs:
+            try:  # the network and the post-processing below in ONNX Runtime
+                r = self._forward.predict(x, self._outputs, (h, w), (H, W), self.config.min_depth)
+                return Prediction(**r)
+            except Exception as exc:
+                self.engine = self._torch_fallback(exc)  # the export or the session failed on this size
+                x = x.contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             try:
                 out = self._forward(x, self._outputs)

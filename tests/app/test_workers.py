@@ -112,3 +112,57 @@ def test_mapping_queue_hands_a_dropped_frames_imu_on():
         client.submit(make(k))
     generation, anchor, frame = client.frames.get_nowait()
     assert client.dropped == 2 and anchor and len(frame.imu) == 18 and frame.imu.t[0] == 1 / 180.0
+
+
+def test_a_file_source_is_read_only_when_perception_took_the_last_frame(qtbot):
+    """Capture reads a file source's next frame once the slot is empty, so a frame does not wait in the capture
+    thread's hand for a whole cycle (its latency counting) while the slot holds the one before it."""
+    from app.workers import CaptureThread
+
+    reads = []
+
+    def source():
+        for i in range(5):
+            reads.append(i)
+            yield Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), timestamp=float(i), index=i)
+
+    slot = LatestSlot()
+    capture = CaptureThread(source(), slot, None)
+    capture.start()
+    try:
+        qtbot.waitUntil(lambda: not slot.empty(), timeout=5000)
+        time.sleep(0.3)  # a read-ahead would happen meanwhile
+        assert reads == [0] and capture.cpu_s >= 0.0
+        assert slot.get().frame.index == 0
+        qtbot.waitUntil(lambda: not slot.empty(), timeout=5000)
+        time.sleep(0.3)
+        assert reads == [0, 1] and slot.dropped == 0
+    finally:
+        capture.stop()
+        capture.wait(5000)
+
+
+def test_a_file_source_waits_for_the_mapper_before_reading(qtbot):
+    """With a busy mapper (a frame handed to it not yet taken) the next frame is not read, so it cannot age
+    behind the mapper; it is read as soon as the mapper takes its frame."""
+    from app.workers import CaptureThread
+
+    reads, mapper_free = [], threading.Event()
+
+    def source():
+        for i in range(3):
+            reads.append(i)
+            yield Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), timestamp=float(i), index=i)
+
+    slot = LatestSlot()
+    capture = CaptureThread(source(), slot, None, downstream_ready=mapper_free.is_set)
+    capture.start()
+    try:
+        time.sleep(0.3)
+        assert reads == [] and slot.empty()
+        mapper_free.set()
+        qtbot.waitUntil(lambda: not slot.empty(), timeout=5000)
+        assert reads == [0]
+    finally:
+        capture.stop()
+        capture.wait(5000)

@@ -49,12 +49,28 @@ def test_onnx_engine_gives_the_torch_answers(tiny_config):
     assert len(fast._forward._sessions) == 2
 
 
+def test_raw_outputs_and_probabilities_match_torch(tiny_config):
+    """``OnnxForward.__call__`` (the model's outputs, used for ``return_probs``) against the torch model."""
+    model = build_model(tiny_config())
+    predictor, x = Predictor(model), torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        expected = model(x)
+    got = predictor._forward(x)
+    assert sorted(got) == sorted(k for k in expected if k in ("semseg", "depth", "normals", "edge"))
+    for k, v in got.items():
+        np.testing.assert_allclose(v.numpy(), expected[k].numpy(), rtol=0, atol=1e-4)
+    rgb = _image(3)
+    with_probs, plain = predictor.predict(rgb, return_probs=True), predictor.predict(rgb)
+    assert with_probs.probs.shape[0] == model.config.num_classes and plain.probs is None
+    _close(with_probs, plain)
+
+
 def test_second_predictor_loads_the_cache_and_a_damaged_file_is_exported_again(tiny_config, monkeypatch):
     model = build_model(tiny_config())
     rgb = _image(1)
     first = Predictor(model).predict(rgb)
     files = sorted(cache_dir().glob("*.onnx"))
-    assert [f.name.split("-")[0] for f in files] == ["encode", "heads"]
+    assert [f.name.split("-")[0] for f in files] == ["encode", "heads", "level1", "level2", "level3"]
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cache holds the graphs")
