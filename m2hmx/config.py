@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TASKS = ("semseg", "depth", "normals", "edge")  # canonical order (decoder branch / loss order)
 LORA_STYLES = ("paper", "released", "none")
@@ -159,6 +160,18 @@ PRESETS: dict[str, M2HMXConfig] = {
                               backbone=_DEMO_VIT, lora=LoRAConfig(style="none"), decoder_dim=64, d_state=16,
                               head_stride=8),
 }
+
+# Trained weights shipped in assets/ for a preset, tied to its name (as timm ties pretrained weights to a model name).
+BUNDLED_WEIGHTS = {"m2hmx-demo": "m2hmx-demo.safetensors"}
+
+
+def bundled_checkpoint(preset: str = "m2hmx-demo") -> Path:
+    """The path of the weights bundled for ``preset`` (``BUNDLED_WEIGHTS``); a checkout without assets lacks the file."""
+    from m2hmx import ASSETS_DIR
+
+    if preset not in BUNDLED_WEIGHTS:
+        raise ConfigError(f"no bundled weights for the preset '{preset}' (bundled: {', '.join(BUNDLED_WEIGHTS)})")
+    return ASSETS_DIR / BUNDLED_WEIGHTS[preset]
 
 
 def get_preset(name: str, **overrides) -> M2HMXConfig:
