@@ -50,6 +50,26 @@ def report(prog: str, exc: BaseException, code: int) -> int:
     return code
 
 
+def run_reported(prog: str, work, usage: tuple = (), failure: tuple = (), interrupted: str = "interrupted") -> int:
+    """Run a command's ``work()`` (returns None or an exit code) and turn what it raises into one line on stderr and
+    an exit code: ``UsageError`` and the ``usage`` exceptions exit 2 with their message, the ``failure`` ones 1 with
+    theirs, any other exception 1 with its type name (no traceback), Ctrl+C 130 with ``prog: <interrupted>``."""
+    import sys
+
+    try:
+        code = work()
+    except (UsageError, *usage) as exc:
+        return report(prog, exc, USAGE)
+    except failure as exc:
+        return report(prog, exc, FAILURE)
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # a failure during the run: one line, no traceback
+        return report(prog, f"{type(exc).__name__}: {exc}", FAILURE)
+    return code or 0
+
+
 def check_input(spec: str | None, flag: str, file: bool = False) -> None:
     """A dataset spec or input path must exist (``synthetic[:SEED]`` and ScanNet shorthands like
     ``scannet/scene0011`` are resolved by the reader); ``file``: it must be a file."""
