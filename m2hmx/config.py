@@ -11,13 +11,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m2hmx import M2HMXError
+
 TASKS = ("semseg", "depth", "normals", "edge")  # canonical order (decoder branch / loss order)
 LORA_STYLES = ("paper", "released", "none")
 P16_SOURCES = ("fused", "deepest")
 MSCA_VARIANTS = ("released", "segnext")
 
 
-class ConfigError(ValueError):
+class ConfigError(M2HMXError, ValueError):
     """An invalid network configuration (one line naming the field)."""
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from m2hmx import M2HMXError
+
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (frame counts, strides, threads)."""
@@ -38,7 +40,7 @@ def intrinsics(text: str) -> tuple[float, float, float, float]:
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
 
-class UsageError(ValueError):
+class UsageError(M2HMXError, ValueError):
     """A command-line value that is wrong on its face (exit 2, before any work)."""
 
 
