@@ -41,9 +41,9 @@ OUTPUT_DIR = "m2hmx-output"
 
 
 def bundled_model() -> Path:
-    from m2hmx import ASSETS_DIR
+    from m2hmx.config import bundled_checkpoint
 
-    return ASSETS_DIR / "m2hmx-demo.safetensors"
+    return bundled_checkpoint()
 
 
 def _size(text: str) -> tuple[int, int]:

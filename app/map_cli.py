@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def check_usage(args) -> None:
     """Every value wrong on its face, before any work (``UsageError``): inputs that do not exist, outputs that
     cannot be written, option combinations, missing extras."""
-    from m2hmx import ASSETS_DIR
+    from m2hmx.config import bundled_checkpoint
 
     if sum(map(bool, (args.rerun, args.rerun_connect, args.rerun_save))) > 1:
         raise UsageError("give one of --rerun, --rerun-connect, --rerun-save")
@@ -103,7 +103,7 @@ def check_usage(args) -> None:
     if args.intrinsics and args.dataset.startswith("synthetic"):
         raise UsageError(f"--intrinsics: {args.dataset} is a generated room, whose camera is exact")
     if args.depth == "pred" or args.checkpoint:
-        check_input(args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors"), "--checkpoint", file=True)
+        check_input(args.checkpoint or str(bundled_checkpoint()), "--checkpoint", file=True)
     check_output_folder(args.out, "--out")
     try:  # unwritable outputs and missing extras fail before the run starts
         if args.rerun or args.rerun_connect or args.rerun_save:

@@ -79,10 +79,10 @@ class MapRun:
 
 def load_predictor(checkpoint: str | None, tasks: tuple[str, ...] | None = None, device: str = "cpu"):
     """The network of ``checkpoint`` (default: the bundled model); FileNotFoundError naming a missing file."""
-    from m2hmx import ASSETS_DIR
+    from m2hmx.config import bundled_checkpoint
     from m2hmx.predictor import Predictor
 
-    path = Path(checkpoint) if checkpoint else ASSETS_DIR / "m2hmx-demo.safetensors"
+    path = Path(checkpoint) if checkpoint else bundled_checkpoint()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return Predictor.from_checkpoint(str(path), device, tasks=tasks)

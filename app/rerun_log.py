@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from m2hmx.data.transforms import normals_to_rgb
+
 MISSING = "rerun-sdk is not installed: pip install 'm2hmx[rerun]'"
 DEFAULT_PORT = 9876  # Rerun's default gRPC port
 
@@ -87,13 +89,6 @@ def _viewer_on_path() -> None:
     venv_bin = Path(sys.executable).parent
     if shutil.which("rerun") is None and (venv_bin / "rerun").exists():
         os.environ["PATH"] = str(venv_bin) + os.pathsep + os.environ.get("PATH", "")
-
-
-def normals_rgb(normals: np.ndarray) -> np.ndarray:
-    """Unit normals -> the usual (n + 1) / 2 colour image; unknown (zero) normals black."""
-    rgb = ((np.asarray(normals, np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-    rgb[~np.any(normals != 0, axis=-1)] = 0
-    return rgb
 
 
 def blueprint():
@@ -187,7 +182,7 @@ class RerunLogger:
         if labels is not None:
             self.rec.log("world/camera/image/segmentation", rr.SegmentationImage(np.asarray(labels, np.uint8)))
         if normals is not None:
-            img = normals if normals.dtype == np.uint8 else normals_rgb(normals)
+            img = normals if normals.dtype == np.uint8 else normals_to_rgb(normals)
             self.rec.log("images/normals", rr.Image(img))
         if edges is not None:
             img = edges if edges.dtype == np.uint8 else (np.asarray(edges, np.float32) * 255).clip(0, 255)

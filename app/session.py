@@ -7,6 +7,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 
@@ -133,6 +134,8 @@ class ViewerSession:
         self.mapping_times: deque[float] = deque(maxlen=60)
         self.tracking_text = self.odometry_text = "-"
         self.mapping_idle = True
+        self.mapping_dead = False  # the mapping process died and that was reported (until a restart)
+        self._told_nothing_to_map = False
         self.reset_map()
 
     # ------------------------------------------------------------------------------------------ messages
@@ -175,6 +178,18 @@ class ViewerSession:
             except Exception as exc:
                 warnings.append(f"Rerun logging is off: {one_line(exc)}")
         return warnings
+
+    def describe_run(self, source) -> tuple[str, str]:
+        """Once started: the status line (source, network, label space) and the source's note on its intrinsics
+        ("" if none; the window says it on stdout too)."""
+        what = "network " + Path(self.options.checkpoint).name if self.predictor is not None else "no network"
+        return f"{source.name}: {what}, label space {self.label_space.name}", getattr(source, "intrinsics_note", "")
+
+    def mode_text(self, paused: bool | None, color_mode: str, have_source: bool) -> str:
+        """The mode line: playing / PAUSED (``paused`` None: no capture; NO SOURCE after a failure), the map's colours
+        and the depth into the map."""
+        state = "NO SOURCE" if paused is None and self.run_failed else ("PAUSED" if paused else "playing")
+        return f"  {state}  |  map colours: {color_mode}  |  depth into map: {self.depth_text(have_source)}  "
 
     # ------------------------------------------------------------------------------------------ depth
     def mapping_config(self):
@@ -226,6 +241,13 @@ class ViewerSession:
             if len(self._rerun_index) > 1000:
                 self._rerun_index.pop(next(iter(self._rerun_index)))
 
+    def nothing_to_map(self, r, mapping_on: bool) -> str:
+        """Once per run, the warning for a shown frame that went to no map (no depth and no network); else ""."""
+        if not mapping_on or r.sent_to_mapping or self._told_nothing_to_map:
+            return ""
+        self._told_nothing_to_map = True
+        return "nothing to map: this source has no depth and there is no network"
+
     def on_step(self, step: dict, now: float) -> bool:
         """A mapped frame (the mapping process's "step"); True for the first of a map (the view's up is set)."""
         self.mapping_idle = False
@@ -266,12 +288,13 @@ class ViewerSession:
         self.ate = None
 
     def mapping_died(self) -> str:
-        """The mapping process died: the message (its map stays exportable)."""
-        self.mapping_idle = True
+        """The mapping process died: the size of its last map, for the message (that map stays exportable)."""
+        self.mapping_idle = self.mapping_dead = True
         self.tracking_text = "stopped: the mapping process died"
         return f"{0 if self.last_map is None else self.last_map.total_vertices} vertices"
 
     def mapping_restarted(self) -> None:
+        self.mapping_dead = False
         if self.last_map is not None:
             self.dead_maps.append(self.last_map)
         self.reset_map()

@@ -45,8 +45,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session = ViewerSession(options)
         self.stages = Stages()
         self.last_result = None
-        self.mapping_dead_reported = False
-        self._told_nothing_to_map = False
         self._last_stats = self._last_view_refresh = 0.0
         self._camera_pose = None
         self.setWindowTitle("m2hmx viewer")
@@ -98,10 +96,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _update_mode_label(self) -> None:
         capture = self.stages.capture
-        paused = capture is not None and capture.paused
-        state = "NO SOURCE" if capture is None and self.session.run_failed else ("PAUSED" if paused else "playing")
-        self.mode_label.setText(f"  {state}  |  map colours: {self.map_view.color_mode}"
-                                f"  |  depth into map: {self.session.depth_text(self.stages.source is not None)}  ")
+        self.mode_label.setText(self.session.mode_text(None if capture is None else capture.paused,
+                                                       self.map_view.color_mode, self.stages.source is not None))
 
     # ------------------------------------------------------------------------------------------ start
     def _on_loaded(self, source, predictor, source_error: str, model_error: str) -> None:
@@ -129,9 +125,7 @@ class MainWindow(QtWidgets.QMainWindow):
             source_finished=lambda n: self.status(f"source finished after {n} frames", 5000))
         self.timer.start()
         self._update_mode_label()
-        what = "network " + Path(opts.checkpoint).name if predictor is not None else "no network"
-        assumed = getattr(source, "intrinsics_note", "")  # which intrinsics, from where: said on stdout too
-        text = f"{source.name}: {what}, label space {session.label_space.name}"
+        text, assumed = session.describe_run(source)
         self.say(f"{text}; {assumed}", 0) if assumed else self.status(text)
 
     def _start_mapping(self) -> None:
@@ -142,15 +136,15 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------------------------------ controls
     def toggle_play(self) -> None:
-        if self.stages.capture is not None:
-            self.stages.capture.set_paused(not self.stages.capture.paused)
-            self.actions_by_key["play"].setChecked(not self.stages.capture.paused)
-            self._update_mode_label()
+        self._drive_capture(lambda capture: capture.set_paused(not capture.paused))
 
     def step(self) -> None:
+        self._drive_capture(lambda capture: capture.step())  # one frame, paused
+
+    def _drive_capture(self, act) -> None:
         if self.stages.capture is not None:
-            self.stages.capture.step()
-            self.actions_by_key["play"].setChecked(False)
+            act(self.stages.capture)
+            self.actions_by_key["play"].setChecked(not self.stages.capture.paused)
             self._update_mode_label()
 
     def restart(self) -> None:
@@ -169,7 +163,6 @@ class MainWindow(QtWidgets.QMainWindow):
             self.export_map(Path(self.options.output_dir) / f"map-{_stamp()}-before-restart")
         self.session.mapping_restarted()
         self._start_mapping()
-        self.mapping_dead_reported = False
         self.actions_by_key["restart_mapping"].setEnabled(False)
         self._reset_map_state()
         self.say("mapping started again with a new map")
@@ -229,10 +222,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status(f"exporting the map to {out_dir} ...")
             return
         paths, text = self.session.export_last_map(out_dir)
-        if paths:
-            self.say(text)
-        else:
-            self.fail(text)
+        (self.say if paths else self.fail)(text)
         self._export_done(paths)
 
     def _export_done(self, paths: list) -> None:
@@ -248,7 +238,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if stages.mapper is not None:
             for kind, payload in stages.mapper.poll():
                 self._on_mapping_message(kind, payload)
-            if not stages.mapper.alive() and not stages.mapper.stopped and not self.mapping_dead_reported:
+            if not stages.mapper.alive() and not stages.mapper.stopped and not session.mapping_dead:
                 self._on_mapping_died()
         now = time.monotonic()
         if self._camera_pose is not None and self.last_result is not None and \
@@ -263,7 +253,6 @@ class MainWindow(QtWidgets.QMainWindow):
             self._begin_finish()
 
     def _on_mapping_died(self) -> None:
-        self.mapping_dead_reported = True
         size = self.session.mapping_died()
         self.actions_by_key["restart_mapping"].setEnabled(True)
         self.fail(f"the mapping process died (exit code {self.stages.mapper.process.exitcode}); the last map "
@@ -278,9 +267,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session.on_result(r, time.monotonic())
         if self.panels.show_result(r, self.session) and self.map_view.color_mode == "class":
             self.toggle_color_mode()  # no classes to colour the map by
-        if self.stages.mapper is not None and not r.sent_to_mapping and not self._told_nothing_to_map:
-            self._told_nothing_to_map = True
-            self.show_error("nothing to map: this source has no depth and there is no network")
+        if warning := self.session.nothing_to_map(r, self.stages.mapper is not None):
+            self.show_error(warning)
 
     def _on_mapping_message(self, kind: str, payload) -> None:
         if kind == "step":
@@ -288,7 +276,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.map_view.set_world_to_display(up_transform(payload["pose"]))
             self._camera_pose = payload["pose"]  # drawn at most every VIEW_REFRESH_S (each 3D redraw costs)
         elif kind == "snapshot":
-            self._show_map(payload)
+            self.map_view.show_update(payload, self.session.on_map(payload))
             self._on_final_snapshot()
         elif kind == "ready":
             self.stages.start_capture()
@@ -304,19 +292,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.fail(payload)
             self._export_done([])
 
-    def _show_map(self, update) -> None:
-        gt_positions = self.session.on_map(update)
-        if len(update.vertices):
-            self.map_view.set_map(update.vertices, update.class_colors, update.rgb_colors, update.triangles)
-        self.map_view.set_trajectory(update.positions if len(update.positions) else None, gt_positions)
-        self.map_view.set_objects(update.objects)
-        self.map_view.set_loops(update.loop_lines)
-
     def _update_stats(self) -> None:
-        drops, map_drops = self.stages.dropped()
         source = self.stages.source.name if self.stages.source is not None else "-"
-        for key, text in self.session.stats(source, drops, map_drops).items():
-            self.stats.set(key, text)
+        self.stats.set_rows(self.session.stats(source, *self.stages.dropped()))
 
     # ------------------------------------------------------------------------------------------ finish
     def _begin_finish(self) -> None:

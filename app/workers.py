@@ -21,6 +21,7 @@ from app.messages import one_line
 from app.sources import resize_frame
 from app.widgets.image_panel import colorize_depth
 from m2hmx.data import Frame
+from m2hmx.data.transforms import normals_to_rgb
 
 STEP_FAILURES_BEFORE_STOP = 3  # consecutive perception failures that stop the perception thread
 READ_WAIT_S = 5.0  # the longest a file source's capture waits for the mapper before reading the next frame
@@ -243,13 +244,6 @@ def overlay_labels(rgb: np.ndarray, labels: np.ndarray, label_space, alpha: floa
     keep = np.full(256, 256, np.uint16)  # weight of the image: all of it where the id is not a class
     keep[:n] = 256 - k
     return ((rgb * keep[labels][..., None] + colour[labels]) >> 8).astype(np.uint8)
-
-
-def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
-    """Camera-frame unit normals -> the usual (n + 1) / 2 colour image; unknown (zero) normals black."""
-    rgb = ((normals + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-    rgb[~np.any(normals != 0, axis=-1)] = 0
-    return rgb
 
 
 class PerceptionThread(QtCore.QThread):

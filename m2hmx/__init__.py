@@ -17,3 +17,8 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 __version__ = "0.1.0"
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+class M2HMXError(Exception):
+    """The root of the package's exceptions (each a one-line message naming the file or field): catch this to
+    catch any of them."""

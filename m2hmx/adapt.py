@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from m2hmx import M2HMXError
 from m2hmx.data.frame import Frame
 from mapping.atomic import atomic_write_bytes, atomic_write_text
 
 WORK_LONG_SIDE = 1.5  # frames are kept at this multiple of the network's long side: room for the 1.5x zoom
 
 
-class AdaptError(Exception):
+class AdaptError(M2HMXError):
     """A recording, range or budget that cannot be adapted to (one line)."""
 
 

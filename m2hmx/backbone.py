@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
+from m2hmx import M2HMXError
 from m2hmx.config import BackboneConfig, LoRAConfig
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(M2HMXError, RuntimeError):
     """Backbone weights that cannot be loaded (one line naming the file and the offending keys)."""
 
 

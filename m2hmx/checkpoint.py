@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
+from m2hmx import M2HMXError
 from m2hmx.config import ConfigError, M2HMXConfig
 from mapping.atomic import atomic_path
 
 FORMAT = "m2hmx-model-v1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(M2HMXError, RuntimeError):
     """A file that is not a loadable M2H-MX checkpoint (one line naming the file and the problem)."""
 
 

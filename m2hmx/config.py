@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from m2hmx import M2HMXError
 
 TASKS = ("semseg", "depth", "normals", "edge")  # canonical order (decoder branch / loss order)
 LORA_STYLES = ("paper", "released", "none")
@@ -16,7 +19,7 @@ P16_SOURCES = ("fused", "deepest")
 MSCA_VARIANTS = ("released", "segnext")
 
 
-class ConfigError(ValueError):
+class ConfigError(M2HMXError, ValueError):
     """An invalid network configuration (one line naming the field)."""
 
 
@@ -159,6 +162,18 @@ PRESETS: dict[str, M2HMXConfig] = {
                               backbone=_DEMO_VIT, lora=LoRAConfig(style="none"), decoder_dim=64, d_state=16,
                               head_stride=8),
 }
+
+# Trained weights shipped in assets/ for a preset, tied to its name (as timm ties pretrained weights to a model name).
+BUNDLED_WEIGHTS = {"m2hmx-demo": "m2hmx-demo.safetensors"}
+
+
+def bundled_checkpoint(preset: str = "m2hmx-demo") -> Path:
+    """The path of the weights bundled for ``preset`` (``BUNDLED_WEIGHTS``); a checkout without assets lacks the file."""
+    from m2hmx import ASSETS_DIR
+
+    if preset not in BUNDLED_WEIGHTS:
+        raise ConfigError(f"no bundled weights for the preset '{preset}' (bundled: {', '.join(BUNDLED_WEIGHTS)})")
+    return ASSETS_DIR / BUNDLED_WEIGHTS[preset]
 
 
 def get_preset(name: str, **overrides) -> M2HMXConfig:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from mapping.atomic import atomic_path, atomic_write_text
+from m2hmx import M2HMXError
 from m2hmx.metrics import DepthMeter, EdgeMeter, NormalsMeter, SegmentationMeter
 
 
-class EvalError(Exception):
+class EvalError(M2HMXError):
     """A model/dataset mismatch, reported as one line."""
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from m2hmx import M2HMXError
 from m2hmx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from m2hmx.labels import LabelSpace, load_label_space
 from m2hmx.model import unit
 
 
-class PredictorError(ValueError):
+class PredictorError(M2HMXError, ValueError):
     """Bad input to the predictor (one line)."""
 
 

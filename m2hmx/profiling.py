@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from m2hmx import M2HMXError
+
 TASK_ALIASES = {"edges": "edge", "normal": "normals", "seg": "semseg", "semantics": "semseg"}
 
 
-class ProfileError(RuntimeError):
+class ProfileError(M2HMXError, RuntimeError):
     pass
 
 

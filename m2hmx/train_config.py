@@ -20,13 +20,15 @@ from pathlib import Path
 
 import yaml
 
+from m2hmx import M2HMXError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATA_KINDS = ("synthetic", "sources", "nyudv2", "cityscapes")
 SCHEDULES = ("poly", "cosine")
 FREE_SECTIONS = ("model.overrides", "loss")  # mappings checked where used (network config, LossWeights)
 
 
-class TrainError(Exception):
+class TrainError(M2HMXError):
     """A recipe, override or dataset problem, reported as one line."""
 
 

@@ -18,10 +18,12 @@ import secrets
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mapping import MappingError
+
 PARTIAL = ".partial-"
 
 
-class ExportError(OSError):
+class ExportError(MappingError, OSError):
     """A file that could not be written; the message names the file and the cause, in one line."""
 
 

@@ -17,6 +17,10 @@ from mapping.atomic import AtomicBatch, ExportError, atomic_path, atomic_write_b
 __all__ = ["AtomicBatch", "ExportError", "atomic_path", "atomic_write_bytes", "atomic_write_text", "glb_bytes",
            "ply_bytes", "write_mesh", "write_point_cloud", "write_label_space", "export_map_update"]
 
+EXPORT_FILES = ("mesh.ply", "mesh_rgb.ply", "mesh.glb", "points.ply", "trajectory.tum", "trajectory.csv",
+                "scene_graph.json", "dsg.json", "dsg.sparkdsg", "labelspace.yaml", "labelspace_colors.csv")
+LOOP_EXPORT_FILES = ("pose_graph.g2o",)  # written as well when loop closure is on
+
 
 def _write(path: str | Path, chunks: list[bytes], batch: AtomicBatch | None) -> Path:
     if batch is not None:
@@ -122,9 +126,7 @@ def export_map_update(update, out_dir: str | Path, label_space) -> list[Path]:
     182,822 points for generated room 0 after 300 frames), there is no ``pose_graph.g2o``, and the map is the
     one of the last update (up to one snapshot interval old). An update without a scene graph (sent by an
     older process) gets one of its object boxes only."""
-    from mapping.bridge import EXPORT_FILES, LOOP_EXPORT_FILES
     from mapping.scene_graph import ObjectNode, SceneGraph
-    from mapping.trajectory import write_hydra_csv, write_tum
 
     out = Path(out_dir)
     v, t, class_colors, rgb = update.whole_mesh or (update.vertices, update.triangles, update.class_colors,
@@ -136,20 +138,36 @@ def export_map_update(update, out_dir: str | Path, label_space) -> list[Path]:
                               ((np.asarray(lo) + hi) / 2).tolist(), np.asarray(lo).tolist(), np.asarray(hi).tolist(),
                               0) for i, (name, lo, hi) in enumerate(update.objects)]
         graph = SceneGraph(objects=[o for o in objects if o.class_id != 255])
+    return write_map_files(out, (v, t, class_colors, rgb), (v, rgb), update.timestamps, update.poses, graph,
+                           label_space)
+
+
+def write_map_files(out_dir: str | Path, mesh: tuple, points: tuple, timestamps: np.ndarray, poses: np.ndarray,
+                    graph, label_space, pose_graph=None) -> list[Path]:
+    """Every export file of a map into ``out_dir``, all or none (``AtomicBatch``): ``mesh`` (vertices, triangles,
+    class colours, RGB colours) as PLY and GLB, ``points`` (points, RGB) as PLY, the trajectory (TUM and Hydra CSV),
+    ``pose_graph`` (``mapping.pose_graph.PoseGraph``) as g2o, the scene graph and the label space. Files of
+    ``EXPORT_FILES`` this map has no content for are removed (a previous run's), so the folder never mixes two."""
+    from mapping.trajectory import write_hydra_csv, write_tum
+
+    out = Path(out_dir)
+    vertices, triangles, class_colors, rgb_colors = mesh
     with AtomicBatch() as batch:
-        if t is not None and len(t):
-            write_mesh(out / "mesh.ply", v, t, class_colors, batch)
-            write_mesh(out / "mesh_rgb.ply", v, t, rgb, batch)
-            write_mesh(out / "mesh.glb", v, t, class_colors, batch)
-        if len(v):
-            write_point_cloud(out / "points.ply", v, rgb, batch)
-        if len(update.timestamps):
-            write_tum(out / "trajectory.tum", update.timestamps, update.poses, batch)
-            write_hydra_csv(out / "trajectory.csv", update.timestamps, update.poses, batch)
+        if triangles is not None and len(triangles):
+            write_mesh(out / "mesh.ply", vertices, triangles, class_colors, batch)
+            write_mesh(out / "mesh_rgb.ply", vertices, triangles, rgb_colors, batch)
+            write_mesh(out / "mesh.glb", vertices, triangles, class_colors, batch)
+        if len(points[0]):
+            write_point_cloud(out / "points.ply", *points, batch)
+        if len(timestamps):
+            write_tum(out / "trajectory.tum", timestamps, poses, batch)
+            write_hydra_csv(out / "trajectory.csv", timestamps, poses, batch)
+        if pose_graph is not None and len(pose_graph):
+            pose_graph.write_g2o(out / "pose_graph.g2o", batch)
         graph.write(out, label_space, batch)
         write_label_space(out / "labelspace.yaml", out / "labelspace_colors.csv", label_space, batch)
         written = batch.commit()
     for name in (*EXPORT_FILES, *LOOP_EXPORT_FILES):
         if out / name not in written:
-            (out / name).unlink(missing_ok=True)  # a previous export's file this map has no content for
+            (out / name).unlink(missing_ok=True)  # a previous run's file this map has no content for
     return written

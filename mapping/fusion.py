@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import open3d.core as o3c
 
+from mapping.interface import IGNORE_LABEL
+
 MAX_EVIDENCE = 8.0  # one observation can never outweigh ~8 confident disagreeing ones
 _OFFSET = 1 << 20  # voxel coordinates are packed into one int64 (21 bits per axis)
 
@@ -79,6 +81,24 @@ class SemanticVoxels:
         cells, cell_inv = np.unique(flat, return_inverse=True)
         added = np.bincount(cell_inv.reshape(-1), weights=weights, minlength=len(cells)).astype(np.float32)
         evidence[buf[cells // self.num_classes], cells % self.num_classes] += added
+
+    def fuse_depth(self, depth: np.ndarray, labels: np.ndarray, K: np.ndarray, pose: np.ndarray,
+                   confidence: np.ndarray | None = None, stride: int = 1) -> None:
+        """The labels of every ``stride``-th pixel (in each direction) with depth, at their back-projected points
+        (intrinsics ``K``, camera-to-world ``pose``), weighted by their confidence (``confidence_weight``)."""
+        s = max(1, stride)
+        d = depth[::s, ::s]
+        labels = labels[::s, ::s]
+        valid = (d > 0) & (labels != IGNORE_LABEL)
+        if not valid.any():
+            return
+        v, u = np.nonzero(valid)
+        z = d[valid].astype(np.float64)
+        x = ((u * s) - K[0, 2]) / K[0, 0] * z
+        y = ((v * s) - K[1, 2]) / K[1, 1] * z
+        pts = np.stack([x, y, z], 1) @ pose[:3, :3].T + pose[:3, 3]
+        conf = None if confidence is None else confidence[::s, ::s][valid]
+        self.fuse(pts, labels[valid], confidence_weight(conf, self.num_classes, len(z)))
 
     def voxels(self) -> tuple[np.ndarray, np.ndarray]:
         """(centres (M,3) metres, evidence (M,C)) of every voxel that holds evidence."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mapping import MappingError
+
 IGNORE_LABEL = 255
 IMU_TIME_TOLERANCE = 1e-3  # s: a frame's last IMU sample may be this much after its timestamp
 # Where a frame's depth comes from: the one vocabulary of MappingConfig.depth_mode, m2hmx-map --depth and
@@ -25,7 +27,7 @@ DEPTH_MODES = {
 VIEWER_DEPTH_MODES = ("pred", "sensor")  # the viewer's choice (D toggles), first the default
 
 
-class InterfaceError(ValueError):
+class InterfaceError(MappingError, ValueError):
     """A perception frame that violates the interface (one-line message)."""
 
 

@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from mapping.atomic import AtomicBatch
+from mapping.config import SceneGraphConfig
 
 LAYER_OBJECTS, LAYER_PLACES, LAYER_ROOMS, LAYER_BUILDINGS = 2, 3, 4, 5
 
@@ -143,7 +144,7 @@ class SceneGraph:
 
 
 def extract_objects(vertices: np.ndarray, triangles: np.ndarray, classes: np.ndarray, label_space,
-                    min_area: float = 0.1) -> list[ObjectNode]:
+                    min_area: float = SceneGraphConfig.min_object_area) -> list[ObjectNode]:
     """Objects = connected pieces of the map's mesh whose vertices all carry one object class (mesh edges
     join vertices of the same class), kept when their surface is at least ``min_area`` square metres.
 
@@ -256,9 +257,8 @@ def _observed_free(points: np.ndarray, keyframes, margin: float = 0.1) -> np.nda
 
 
 def build_scene_graph(objects: list[ObjectNode], surface: np.ndarray, surface_classes: np.ndarray,
-                      poses: np.ndarray, keyframes, label_space, place_spacing: float = 0.5,
-                      place_height: float = 1.0, min_clearance: float = 0.3,
-                      room_clearance: float = 0.55, min_room_places: int = 6) -> SceneGraph:
+                      poses: np.ndarray, keyframes, label_space,
+                      config: SceneGraphConfig = SceneGraphConfig()) -> SceneGraph:
     graph = SceneGraph(objects=list(objects))
     if len(surface) < 10:
         return graph
@@ -272,14 +272,14 @@ def build_scene_graph(objects: list[ObjectNode], surface: np.ndarray, surface_cl
     floor_h = np.percentile(heights, 1)
     # Candidate places on a grid in the horizontal plane at robot height, inside the mapped extent.
     pa, pb = surface @ a, surface @ b
-    ga = np.arange(pa.min(), pa.max() + 1e-9, place_spacing)
-    gb = np.arange(pb.min(), pb.max() + 1e-9, place_spacing)
+    ga = np.arange(pa.min(), pa.max() + 1e-9, config.place_spacing)
+    gb = np.arange(pb.min(), pb.max() + 1e-9, config.place_spacing)
     ia, ib = np.meshgrid(np.arange(len(ga)), np.arange(len(gb)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
-    cand = ga[ia, None] * a + gb[ib, None] * b + (floor_h + place_height) * up
+    cand = ga[ia, None] * a + gb[ib, None] * b + (floor_h + config.place_height) * up
     tree = cKDTree(surface)
     clearance, _ = tree.query(cand)
-    keep = (clearance >= min_clearance) & _observed_free(cand, keyframes)
+    keep = (clearance >= config.min_clearance) & _observed_free(cand, keyframes)
     index = -np.ones((len(ga), len(gb)), np.int64)
     for k in np.flatnonzero(keep):
         index[ia[k], ib[k]] = len(graph.places)
@@ -296,12 +296,12 @@ def build_scene_graph(objects: list[ObjectNode], surface: np.ndarray, surface_cl
                 edges.append((int(p), int(q)))
     if edges:
         mids = np.array([(pos[p] + pos[q]) / 2 for p, q in edges])
-        ok = tree.query(mids)[0] >= min_clearance
+        ok = tree.query(mids)[0] >= config.min_clearance
         edges = [e for e, good in zip(edges, ok) if good]
     graph.place_edges = edges
     # Rooms: connected components of the well-clear places; the rest join the room they reach first.
     n = len(pos)
-    clear = np.array([p.clearance for p in graph.places]) >= room_clearance
+    clear = np.array([p.clearance for p in graph.places]) >= config.room_clearance
     core = [e for e in edges if clear[e[0]] and clear[e[1]]]
     if clear.sum() == 0:
         clear[:] = True
@@ -310,7 +310,7 @@ def build_scene_graph(objects: list[ObjectNode], surface: np.ndarray, surface_cl
     adj = coo_matrix((np.ones(len(arr)), (arr[:, 0], arr[:, 1])), shape=(n, n))
     comp = connected_components(adj, directed=False)[1]
     sizes = np.bincount(comp, minlength=n)
-    room_of = np.where(clear & (sizes[comp] >= min_room_places), comp, -1)
+    room_of = np.where(clear & (sizes[comp] >= config.min_room_places), comp, -1)
     if (room_of < 0).all():
         room_of = connected_components(coo_matrix((np.ones(len(edges)), tuple(np.array(edges, np.int64).reshape(-1, 2).T)),
                                                   shape=(n, n)), directed=False)[1]

@@ -18,6 +18,8 @@ import numpy as np
 import open3d as o3d
 import open3d.core as o3c
 
+from mapping import MappingError
+
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
 _CPU = o3c.Device("CPU:0")
@@ -29,7 +31,7 @@ ODOMETRY_METHODS = {
 }
 
 
-class TrackingFailure(RuntimeError):
+class TrackingFailure(MappingError, RuntimeError):
     """Tracking could not estimate this frame's pose (one-line reason)."""
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from mapping import MappingError
 from mapping.atomic import AtomicBatch, atomic_write_text
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(MappingError, ValueError):
     """A trajectory file or array that cannot be used (one-line message)."""
 
 

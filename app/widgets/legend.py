@@ -19,7 +19,7 @@ class ClassLegend(QtWidgets.QScrollArea):
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._columns = columns
-        self._entries: list[QtWidgets.QLabel] = []
+        self.entries: list[QtWidgets.QLabel] = []  # one label per class, in the label space's order
         self._present: frozenset[int] = frozenset()
         self.label_space: LabelSpace | None = None
         self.set_label_space(label_space)
@@ -30,7 +30,7 @@ class ClassLegend(QtWidgets.QScrollArea):
         grid = QtWidgets.QGridLayout(body)
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(1)
-        self._entries = []
+        self.entries = []
         if label_space is not None:
             for i, (name, rgb) in enumerate(zip(label_space.names, label_space.colors)):
                 entry = QtWidgets.QLabel()
@@ -38,7 +38,7 @@ class ClassLegend(QtWidgets.QScrollArea):
                 entry.setProperty("swatch", "#%02x%02x%02x" % tuple(int(c) for c in rgb))
                 entry.setProperty("name", name)
                 grid.addWidget(entry, i // self._columns, i % self._columns)
-                self._entries.append(entry)
+                self.entries.append(entry)
         grid.setRowStretch(grid.rowCount(), 1)
         self.setWidget(body)
         self._present = frozenset()
@@ -56,7 +56,7 @@ class ClassLegend(QtWidgets.QScrollArea):
         return self._present
 
     def _render(self, force: bool = False) -> None:
-        for i, entry in enumerate(self._entries):
+        for i, entry in enumerate(self.entries):
             on = i in self._present
             colour = "#000000" if on else "#8a8a8a"
             weight = "bold" if on else "normal"

@@ -147,6 +147,15 @@ class MapView(QtWidgets.QWidget):
         if not self.gl.user_moved and len(vertices) > 100:
             self._fit(self._geometry["vertices"])
 
+    def show_update(self, update, ground_truth: np.ndarray | None = None) -> None:
+        """A map update from the mapping process (``app.mapping_process.MapUpdate``): mesh (kept when the update
+        has none), trajectory (and the ground truth's, in the map's frame), objects and loop closures."""
+        if len(update.vertices):
+            self.set_map(update.vertices, update.class_colors, update.rgb_colors, update.triangles)
+        self.set_trajectory(update.positions if len(update.positions) else None, ground_truth)
+        self.set_objects(update.objects)
+        self.set_loops(update.loop_lines)
+
     def set_color_mode(self, mode: str) -> None:
         if mode not in ("class", "rgb"):
             raise ValueError(f"colour mode must be 'class' or 'rgb', got {mode!r}")

@@ -36,5 +36,9 @@ class StatsPanel(QtWidgets.QGroupBox):
         if label.text() != text:
             label.setText(text)
 
+    def set_rows(self, rows: dict[str, str]) -> None:
+        for key, text in rows.items():
+            self.set(key, text)
+
     def value(self, key: str) -> str:
         return self._values[key].text()

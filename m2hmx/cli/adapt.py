@@ -6,8 +6,7 @@ import sys
 import time
 
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_file, positive_int,
-                            report)
+from m2hmx.cli.args import check_input, check_output_file, positive_int, run_reported
 
 EPILOG = """\
 record, adapt, view:
@@ -54,42 +53,33 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
 
-    from m2hmx import ASSETS_DIR
     from m2hmx.adapt import AdaptConfig, AdaptError, adapt, describe, parse_frames
+    from m2hmx.checkpoint import CheckpointError
+    from m2hmx.config import bundled_checkpoint
     from m2hmx.data import DatasetError
     from m2hmx.data.sources import open_source
 
-    checkpoint = args.checkpoint or str(ASSETS_DIR / "m2hmx-demo.safetensors")
-    try:  # inputs that do not exist and outputs that cannot be written: before any work
-        check_input(args.recording if args.data_root is None else None, "--recording")
+    checkpoint = args.checkpoint or str(bundled_checkpoint())
+
+    def work() -> None:
+        check_input(args.recording if args.data_root is None else None, "--recording")  # before any work
         check_input(checkpoint, "--checkpoint", file=True)
         check_output_file(args.out, "--out")
-    except UsageError as exc:
-        return report("m2hmx-adapt", exc, USAGE)
-    from m2hmx.checkpoint import CheckpointError
-
-    source = None
-    try:
         parts = None if args.train.strip() == "all" else tuple(p.strip() for p in args.train.split(",") if p.strip())
         config = AdaptConfig(minutes=args.minutes, steps=args.steps, frames=parse_frames(args.frames), holdout=args.holdout,
                              parts=parts, lr=args.lr, far=args.far, device=args.device, threads=args.threads)
         source = open_source(args.recording, args.data_root)
-        result = adapt(source, checkpoint, args.out, config, recording=args.recording, started=started,
-                       progress=not args.no_progress)
-    except AdaptError as exc:  # the options and the recording's fit for them, before training
-        return report("m2hmx-adapt", exc, USAGE)
-    except (CheckpointError, DatasetError) as exc:  # a file that does not load, a corrupt frame
-        return report("m2hmx-adapt", exc, FAILURE)
-    except KeyboardInterrupt:
-        print("m2hmx-adapt: interrupted; nothing written", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:  # a failure during the run: one line, no traceback
-        return report("m2hmx-adapt", f"{type(exc).__name__}: {exc}", FAILURE)
-    finally:
-        if source is not None:
+        try:
+            result = adapt(source, checkpoint, args.out, config, recording=args.recording, started=started,
+                           progress=not args.no_progress)
+        finally:
             source.close()
-    print(describe(result))
-    return 0
+        print(describe(result))
+
+    # AdaptError: the options and the recording's fit for them, before training; CheckpointError, DatasetError: a
+    # file that does not load, a corrupt frame
+    return run_reported("m2hmx-adapt", work, usage=(AdaptError,), failure=(CheckpointError, DatasetError),
+                        interrupted="interrupted; nothing written")
 
 
 if __name__ == "__main__":

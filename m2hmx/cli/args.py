@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from m2hmx import M2HMXError
+
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (frame counts, strides, threads)."""
@@ -38,7 +40,7 @@ def intrinsics(text: str) -> tuple[float, float, float, float]:
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
 
-class UsageError(ValueError):
+class UsageError(M2HMXError, ValueError):
     """A command-line value that is wrong on its face (exit 2, before any work)."""
 
 
@@ -48,6 +50,26 @@ def report(prog: str, exc: BaseException, code: int) -> int:
 
     print(f"{prog}: error: {exc}".splitlines()[0], file=sys.stderr)
     return code
+
+
+def run_reported(prog: str, work, usage: tuple = (), failure: tuple = (), interrupted: str = "interrupted") -> int:
+    """Run a command's ``work()`` (returns None or an exit code) and turn what it raises into one line on stderr and
+    an exit code: ``UsageError`` and the ``usage`` exceptions exit 2 with their message, the ``failure`` ones 1 with
+    theirs, any other exception 1 with its type name (no traceback), Ctrl+C 130 with ``prog: <interrupted>``."""
+    import sys
+
+    try:
+        code = work()
+    except (UsageError, *usage) as exc:
+        return report(prog, exc, USAGE)
+    except failure as exc:
+        return report(prog, exc, FAILURE)
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # a failure during the run: one line, no traceback
+        return report(prog, f"{type(exc).__name__}: {exc}", FAILURE)
+    return code or 0
 
 
 def check_input(spec: str | None, flag: str, file: bool = False) -> None:

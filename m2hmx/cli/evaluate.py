@@ -5,8 +5,7 @@ import argparse
 import sys
 
 import m2hmx  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
-from m2hmx.cli.args import (FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_file, positive_int,
-                            report)
+from m2hmx.cli.args import check_input, check_output_file, positive_int, run_reported
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,19 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_depth is not None and args.max_depth is not None and not 0 <= args.min_depth < args.max_depth:
         parser.error(f"--min-depth {args.min_depth} / --max-depth {args.max_depth}: need 0 <= min < max")
-    try:  # inputs that do not exist and outputs that cannot be written: before any work
-        check_input(args.checkpoint, "--checkpoint", file=True)
+    from m2hmx.checkpoint import CheckpointError
+    from m2hmx.data import DatasetError
+    from m2hmx.evaluate import EvalError, format_report, write_json
+
+    def work() -> None:
+        check_input(args.checkpoint, "--checkpoint", file=True)  # inputs and outputs: before any work
         for spec in args.dataset:
             check_input(spec if args.data_root is None else None, "--dataset")
         check_output_file(args.json, "--json")
         check_output_file(args.grid, "--grid")
-    except UsageError as exc:
-        return report("m2hmx-eval", exc, USAGE)
+        results = _evaluate(args)
+        results["checkpoint"] = args.checkpoint
+        print(format_report(results))
+        if args.json:
+            write_json(results, args.json)
 
-    from m2hmx.checkpoint import CheckpointError
-    from m2hmx.data import DatasetError
+    # a file that does not load, a corrupt frame; the results file that cannot be written
+    return run_reported("m2hmx-eval", work, failure=(CheckpointError, DatasetError, EvalError, OSError))
+
+
+def _evaluate(args) -> dict:
     from m2hmx.data.sources import open_source
-    from m2hmx.evaluate import EvalError, evaluate, format_report, write_json
+    from m2hmx.evaluate import evaluate
     from m2hmx.predictor import Predictor
 
     sources = []
@@ -52,29 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         config = predictor.model.config
         for spec in args.dataset:
             sources.append(open_source(spec, args.data_root))
-        results = evaluate(predictor, sources,
-                           args.min_depth if args.min_depth is not None else config.min_depth,
-                           args.max_depth if args.max_depth is not None else config.max_depth,
-                           max_frames=args.max_frames, stride=args.stride, grid_path=args.grid,
-                           progress=not args.no_progress)
-    except (CheckpointError, DatasetError, EvalError) as exc:  # a file that does not load, a corrupt frame
-        return report("m2hmx-eval", exc, FAILURE)
-    except KeyboardInterrupt:
-        print("m2hmx-eval: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:  # a failure during the run: one line, no traceback
-        return report("m2hmx-eval", f"{type(exc).__name__}: {exc}", FAILURE)
+        return evaluate(predictor, sources, args.min_depth if args.min_depth is not None else config.min_depth,
+                        args.max_depth if args.max_depth is not None else config.max_depth,
+                        max_frames=args.max_frames, stride=args.stride, grid_path=args.grid,
+                        progress=not args.no_progress)
     finally:
         for source in sources:
             source.close()
-    results["checkpoint"] = args.checkpoint
-    print(format_report(results))
-    if args.json:
-        try:
-            write_json(results, args.json)
-        except OSError as exc:
-            return report("m2hmx-eval", exc, FAILURE)
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 import sys
 
 import m2hmx
-from m2hmx.cli.args import FAILURE, INTERRUPTED, USAGE, UsageError, check_input, check_output_folder, report
+from m2hmx.cli.args import check_input, check_output_folder, run_reported
 
 
 def prefer_spinning_threads() -> None:
@@ -33,25 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     from m2hmx.data import DatasetError
     from m2hmx.train import TrainError, load_config, train
 
-    try:
+    def work() -> None:
+        # the recipe, an override and its values (checked again as training sets up, before any step): usage errors
         cfg = load_config(args.config, args.overrides + (["train.resume=true"] if args.resume else []))
         check_input(cfg.train.init_from, "train.init_from", file=True)
         check_output_folder(cfg.train.out_dir, "train.out_dir")
-    except (TrainError, UsageError) as exc:  # the recipe or an override: a usage error, found before any work
-        return report("m2hmx-train", exc, USAGE)
-    try:
         train(cfg, progress=not args.no_progress)
-    except TrainError as exc:  # the recipe's values, checked as training sets up (before any step)
-        return report("m2hmx-train", exc, USAGE)
-    except (CheckpointError, DatasetError) as exc:  # a file that does not load, met while working
-        return report("m2hmx-train", exc, FAILURE)
-    except KeyboardInterrupt:
-        print("m2hmx-train: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:  # a failure during training: one line, no traceback
-        return report("m2hmx-train", f"{type(exc).__name__}: {exc}", FAILURE)
-    print(f"model written to {cfg.train.out_dir}/model.safetensors")
-    return 0
+        print(f"model written to {cfg.train.out_dir}/model.safetensors")
+
+    # a file that does not load, met while working
+    return run_reported("m2hmx-train", work, usage=(TrainError,), failure=(CheckpointError, DatasetError))
 
 
 if __name__ == "__main__":

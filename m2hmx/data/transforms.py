@@ -43,6 +43,14 @@ def encode_normals(normals: np.ndarray) -> np.ndarray:
     return np.where(valid, enc, 0).astype(np.uint16)
 
 
+def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
+    """Camera-frame unit normals -> the usual (n + 1) / 2 colour image (uint8); unknown (zero) normals black. The
+    viewer's normals panel and its Rerun log draw normals with it."""
+    rgb = ((np.asarray(normals, np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    rgb[~np.any(normals != 0, axis=-1)] = 0
+    return rgb
+
+
 def decode_normals(encoded: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_normals` (all-zero pixels decode to 0 = unknown)."""
     e = np.asarray(encoded)

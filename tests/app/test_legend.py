@@ -11,7 +11,7 @@ def test_legend_shows_every_scannet_class_at_its_minimum_height(qtbot):
     legend.show()
     qtbot.waitExposed(legend)
     assert legend.verticalScrollBar().maximum() == 0  # nothing below the visible area
-    last = legend._entries[-1]
+    last = legend.entries[-1]
     assert last.mapTo(legend.widget(), last.rect().bottomLeft()).y() <= legend.viewport().height()
 
 

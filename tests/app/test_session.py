@@ -101,3 +101,26 @@ def test_failures_are_recorded_as_one_line(tmp_path, capsys):
     assert session.run_failed and list(session.errors) == ["a note", model_error]
     assert capsys.readouterr().err.count("m2hmx-viewer: ") == 2
 
+
+
+def test_mode_line_status_line_and_one_time_warnings():
+    session = ViewerSession(ViewerOptions(SourceSpec("demo"), checkpoint="runs/best.safetensors"))
+    session.start(SimpleNamespace(label_space=load_label_space("scannet20")), None)
+    assert session.mode_text(False, "class", True) == "  playing  |  map colours: class  |  depth into map: predicted  "
+    assert session.mode_text(True, "rgb", True).startswith("  PAUSED  |  map colours: rgb")
+    assert session.mode_text(None, "class", False).startswith("  playing")  # no capture yet
+    session.error("no such file", failure=True)
+    assert session.mode_text(None, "class", False).startswith("  NO SOURCE  |")
+    source = SimpleNamespace(name="room", intrinsics_note="K from a 60 deg field of view")
+    assert session.describe_run(source) == ("room: network best.safetensors, label space scannet20",
+                                            "K from a 60 deg field of view")
+    unmapped = SimpleNamespace(sent_to_mapping=False)
+    assert session.nothing_to_map(unmapped, mapping_on=False) == ""
+    assert session.nothing_to_map(SimpleNamespace(sent_to_mapping=True), mapping_on=True) == ""
+    assert session.nothing_to_map(unmapped, mapping_on=True).startswith("nothing to map: ")
+    assert session.nothing_to_map(unmapped, mapping_on=True) == ""  # said once
+    assert not session.mapping_dead
+    session.mapping_died()
+    assert session.mapping_dead and session.mapping_idle
+    session.mapping_restarted()
+    assert not session.mapping_dead

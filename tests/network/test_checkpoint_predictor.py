@@ -114,3 +114,13 @@ def test_demo_predictor_at_480x640():
     p = predictor.predict(np.full((480, 640, 3), 128, np.uint8))
     assert p.depth.shape == p.labels.shape == p.edges.shape == (480, 640) and p.normals.shape == (480, 640, 3)
     assert p.labels.max() < 20 and (p.depth > 0).all()
+
+
+def test_bundled_weights_are_registered_with_their_preset():
+    from m2hmx import ASSETS_DIR
+    from m2hmx.config import PRESETS, ConfigError, bundled_checkpoint
+
+    assert bundled_checkpoint() == bundled_checkpoint("m2hmx-demo") == ASSETS_DIR / "m2hmx-demo.safetensors"
+    assert "m2hmx-demo" in PRESETS
+    with pytest.raises(ConfigError, match="no bundled weights for the preset 'm2hmx-l' \\(bundled: m2hmx-demo\\)"):
+        bundled_checkpoint("m2hmx-l")
