@@ -246,7 +246,9 @@ class MappingBridge:
             if not ok and tracker.integrated_frames:
                 # The sparse odometry lost this frame (a bare wall has no corners to track, but its planes
                 # still fix the pose): the dense tracker takes it against the map, and the sparse odometry
-                # carries on from that pose (its relocalisation and restarts start there).
+                # carries on from that pose (its relocalisation and restarts start there). If the dense pose is
+                # refused too, the frame keeps the sparse odometry's (held, or carried by the IMU).
+                sparse_pose = pose
                 self._render_pose = self._last_pose @ self._velocity
                 tracker.synthesize(self._render_pose)
                 ok, dense_message, pose, scale = self._dense_track(frame, depth, times)
@@ -254,7 +256,7 @@ class MappingBridge:
                 off = np.linalg.inv(self._render_pose) @ pose
                 if ok and (np.linalg.norm(off[:3, 3]) > cfg.fallback_max_step_m
                            or rotation_angle_deg(off[:3, :3]) > cfg.fallback_max_step_deg):
-                    ok, pose = False, self._last_pose
+                    ok = False
                     dense_message = (f"dense pose refused ({100 * np.linalg.norm(off[:3, 3]):.0f} cm, "
                                      f"{rotation_angle_deg(off[:3, :3]):.0f} deg from the prediction)")
                 if ok:
@@ -264,6 +266,7 @@ class MappingBridge:
                     self._odometry.relocate(held)
                     message = f"{message}; pose from the dense {cfg.dense_method} tracker"
                 else:
+                    pose = sparse_pose
                     message = f"{message}; {dense_message}"
         elif cfg.use_pose_prior:
             pose = frame.pose_prior if self.loops is None else self.loops.correction @ frame.pose_prior
