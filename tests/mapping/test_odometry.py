@@ -151,7 +151,7 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     does not start anew on a black frame (no strong corners) but relocalises against its last keyframe (frame 14's
     image) at the first real frame. Holding the last pose instead (before this fallback) put room 100003's bare wall
     2.2 m off. Measured over 5 runs (2026-12-03): 12 frames by the dense tracker, no failure, position error at most
-    4.1-5.5 cm over the black frames, ATE 2.4-2.5 cm over 40 frames (when the odometry restarted on the black
+    3.5-5.5 cm over the black frames, ATE 2.4-2.6 cm over 40 frames (when the odometry restarted on the black
     frames and then at the dense pose at frame 29: 15 dense frames, 3.6 cm, ATE 1.4 cm; the relocalisation across
     13 frames is less exact than carrying on from the dense pose here)."""
     source, frames = room
@@ -169,8 +169,6 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     assert "pose from the dense hybrid tracker" in steps[20].message
     assert bridge.retrack_failures == sum(s.retrack_failed for s in steps)  # the re-track after the scale fit
     errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[15:27], frames[15:27])]
-    print("errors", np.round(errors, 3).tolist(), bridge.dense_fallbacks,
-          ate_rmse((np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])), bridge.trajectory()))
     assert max(errors) < 0.08, errors
     gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
     assert ate_rmse(gt, bridge.trajectory()) < 0.035
@@ -189,8 +187,8 @@ def _run(frames, cfg: OdometryConfig, imu: bool, rgb=None):
 def test_the_imu_carries_the_pose_through_lost_frames(room):
     """Six black frames (nothing to track) in room 1000, after the IMU chain has started (gravity found over the first
     0.5 s, then the next keyframe): with the IMU the pose moves on with the IMU's prediction from the last keyframe
-    instead of being held. Measured: largest position error over the black frames
-    CARRY_MEASURED with the IMU against HOLD_MEASURED held (vo), and tracking resumes afterwards."""
+    instead of being held. Measured (the same in repeated runs): largest position error over the black frames
+    0.79 cm carried by the IMU against 7.1 cm held (vo), and tracking resumes afterwards."""
     _, frames = room
     black = lambda i, f: np.zeros_like(f.rgb) if 36 <= i < 42 else f.rgb  # noqa: E731
     _, steps = _run(frames[:55], OdometryConfig(), imu=True, rgb=black)
@@ -198,18 +196,17 @@ def test_the_imu_carries_the_pose_through_lost_frames(room):
     assert not any(s.ok for s in steps[36:42]) and all(s.ok for s in steps[42:])
     assert all("pose carried by the IMU" in s.message for s in steps[36:42])
     err = lambda run: max(np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(run[36:42], frames[36:42]))  # noqa: E731
-    print("carried", err(steps), "held", err(held))
     assert err(steps) < 0.5 * err(held), (err(steps), err(held))
 
 
 def test_a_sparse_pose_far_from_the_prediction_is_refused(room):
-    """Frame 40's image shifted 20 px sideways (a view the tracks still follow, but a motion the IMU did not
+    """Frame 40's image shifted 50 px sideways (a view the tracks still follow, but a motion the IMU did not
     measure): its PnP pose is refused as a lost frame, the IMU carries the pose, and tracking goes on with the real
-    frames. Measured: refused at 16.4 cm / 1.9 deg from the IMU's prediction; carried pose 0.2 cm off."""
+    frames. Measured: refused at 27.9 cm / 6.4 deg from the IMU's prediction (the gate: 20 cm / 5 deg); the carried
+    pose 0.8 cm off. A 30 px shift passes the gate (11 cm / 4.5 deg) and its pose, 15 cm off, loses frames 41-45."""
     _, frames = room
-    shift = lambda i, f: np.roll(f.rgb, 20, axis=1) if i == 40 else f.rgb  # noqa: E731
+    shift = lambda i, f: np.roll(f.rgb, 50, axis=1) if i == 40 else f.rgb  # noqa: E731
     odo, steps = _run(frames[:50], OdometryConfig(), imu=True, rgb=shift)
-    print(steps[40].message, odo.gap)
     assert not steps[40].ok and steps[40].message.startswith("sparse pose refused") and all(s.ok for s in steps[41:])
     assert "pose carried by the IMU" in steps[40].message
     assert np.linalg.norm(steps[40].pose[:3, 3] - frames[40].pose[:3, 3]) < 0.03
@@ -234,7 +231,7 @@ def test_no_restart_on_a_bare_wall(room):
 def test_the_smoother_window_bounds_the_graph(room):
     """With a window of 5 keyframes the smoother holds at most 5 keyframe poses however long the run (each new
     window starts from the last keyframe's marginal and the live landmarks), and the walk stays within a centimetre.
-    Measured: WIN_MEASURED."""
+    Measured: ATE 0.28 cm (the same in repeated runs)."""
     _, frames = room
     odo, steps = _run(frames, OdometryConfig(smoother_window=5), imu=True)
     keys = [gtsam.Symbol(k) for k in odo.isam.calculateEstimate().keys()]
@@ -242,5 +239,4 @@ def test_the_smoother_window_bounds_the_graph(room):
     assert odo.keyframes > 10 and len(poses) <= 5 and odo.failures == 0, (odo.keyframes, len(poses))
     t = np.array([f.timestamp for f in frames])
     ate = ate_rmse((t, np.array([f.pose for f in frames])), (t, np.array([s.pose for s in steps])))
-    print("ate", ate)
     assert ate <= 0.01
