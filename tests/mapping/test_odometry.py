@@ -195,7 +195,9 @@ def test_the_imu_carries_the_pose_through_lost_frames(room):
     _, held = _run(frames[:55], OdometryConfig(), imu=False, rgb=black)
     assert not any(s.ok for s in steps[36:42]) and all(s.ok for s in steps[42:])
     assert all("pose carried by the IMU" in s.message for s in steps[36:42])
-    err = lambda run: max(np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(run[36:42], frames[36:42]))  # noqa: E731
+    def err(run):
+        return max(np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(run[36:42], frames[36:42]))
+
     assert err(steps) < 0.5 * err(held), (err(steps), err(held))
 
 
