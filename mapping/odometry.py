@@ -62,21 +62,25 @@ class OdometryConfig:
     keyframe_min_tracks: int = 30
     keyframe_max_gap: int = 10  # frames
     relocalise_frames: int = 5  # failed frames before a new start at the held pose
-    # A PnP pose further than this from the prediction (the IMU's when it has one, else constant velocity with the
-    # gyro's rotation) is refused as a lost frame: sliding tracks on bare walls pass PnP-RANSAC but move the pose
-    # far from where the IMU says it is. inf turns the gate off.
+    # A PnP pose whose position is over gate_m from the IMU's own prediction (constant velocity without an IMU), or
+    # whose rotation is over gate_deg from the last pose turned by the gyro, is refused as a lost frame: sliding
+    # tracks on bare walls pass PnP-RANSAC but move the pose far from where the IMU says it is. Chosen on validation
+    # rooms 200000/200017 (docs/design/odometry.md): tracked frames there differ by at most 7 cm / 1.5 deg, and
+    # 10 cm / 3 deg refused frames the dense tracker then placed worse.
     gate_m: float = 0.20
     gate_deg: float = 5.0
     imu_carry_frames: int = 15  # lost frames whose pose the IMU carries (then it is held)
-    restart_min_corners: int = 10  # a restart needs this many corners with a smaller eigenvalue over restart_min_eigen
+    # A restart needs this many corners whose smaller structure-tensor eigenvalue is over restart_min_eigen
+    # (validation room 200017: 1-9 such corners on its bare wall, 9-32 in its tracked views).
+    restart_min_corners: int = 10
     restart_min_eigen: float = 1e-5
     isam_relinearize: float = 0.01
     # ISAM2 relinearises every this-many updates (GTSAM's default, 10). Every update (1) made a keyframe cost grow
     # with the map: p95 1.2-2.0 s per frame after 100 keyframes, against 77 ms with 10 (exact depth, room 200001,
     # 300-450 frames); on validation rooms 200000-200004 (model's depth) 10 gave ATE mean 6.60 cm against 7.96.
     isam_relinearize_skip: int = 10
-    # Keyframes per smoother: after this many, a new ISAM2 starts at the latest keyframe with its pose, velocity,
-    # bias and live landmarks as Gaussian priors (their marginals), so a keyframe's cost stops growing with the run.
+    # Keyframes per smoother: after this many, a new ISAM2 starts at the latest keyframe (its pose, velocity and bias
+    # with their marginals as priors, the live landmarks with one-view priors), so a keyframe's cost stops growing.
     # GTSAM's IncrementalFixedLagSmoother (lag 30 keyframes) was tried first: marginalising landmarks fills its
     # tree in, and a keyframe's cost grew 18 -> 259 ms (median) from frame 150 to 450 (benchmarks/RESULTS.md).
     smoother_window: int = 40
@@ -445,7 +449,10 @@ class SparseOdometry:
         if first or restart:
             self.pose = est
         if k + 1 - self.window_start >= self.cfg.smoother_window:
-            self._next_window(k)
+            try:
+                self._next_window(k)
+            except RuntimeError:  # a marginal GTSAM cannot form (ill-posed): this smoother goes on, tried again
+                pass  # at the next keyframe
         return est
 
     def _next_window(self, k: int) -> None:
@@ -475,9 +482,9 @@ class SparseOdometry:
             across = (self.cfg.pixel_sigma / self.K[0, 0] * rng) ** 2
             along = (self.depth_sigma_rel * rng) ** 2
             prior(L(int(lid)), p, gtsam.PriorFactorPoint3, across * np.eye(3) + (along - across) * np.outer(ray, ray))
-        self.isam = gtsam.ISAM2(self._isam_params)
-        self.isam.update(graph, values)
-        self.window_start = k
+        new = gtsam.ISAM2(self._isam_params)
+        new.update(graph, values)
+        self.isam, self.window_start = new, k
 
     def _new_smoother(self, timestamp, gray, depth, confidence, pose) -> np.ndarray:
         """Start a new smoother at ``pose`` with this frame as its first keyframe (new landmarks from its depth, a
