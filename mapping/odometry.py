@@ -71,7 +71,7 @@ class OdometryConfig:
     gate_deg: float = 5.0
     imu_carry_frames: int = 15  # lost frames whose pose the IMU carries (then it is held)
     # A restart needs this many corners whose smaller structure-tensor eigenvalue is over restart_min_eigen
-    # (validation room 200017: 1-9 such corners on its bare wall, 9-32 in its tracked views).
+    # (validation room 200017: 1-9 such corners in its lost bare-wall views, 13-32 in its first 100 frames).
     restart_min_corners: int = 10
     restart_min_eigen: float = 1e-5
     isam_relinearize: float = 0.01
