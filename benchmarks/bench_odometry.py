@@ -10,6 +10,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_odometry [--rows pred,bridge,exact,r
   vio, and the dense point-to-plane tracker of ``mapping.tracking`` through the bridge);
 - ``noisy``: exact depth with a 3 % per-frame scale error and 1 % pixel noise, through the predicted-depth
   path (scale alignment on);
+- ``smoother`` (not in the default rows): the smoother's cost over a long walk, validation room 200001 x 450 frames,
+  exact depth, vio: CPU ms per frame (median / p95 / max, and the keyframes' median) in blocks of 150 frames;
 - ``7scenes``: 7-Scenes redkitchen (sensor depth, no IMU) over 300 and all 1000 frames (both shared folders'
   files linked into one temporary folder), sparse vo beside Open3D's own ``t.pipelines.slam`` frame-to-model
   pipeline (its example's settings) on the same frames, with both times.
@@ -192,6 +194,25 @@ def seven_scenes(n: int):
     return frames
 
 
+def smoother_cost(seed: int = 200001, n: int = 450, block: int = 150) -> None:
+    """Print the odometry's CPU cost per frame in blocks of ``block`` frames (vio, exact depth): a smoother whose
+    update cost grows with the run shows it in the later blocks' maxima."""
+    frames = synthetic_frames(seed, n)
+    f0 = frames[0]
+    odo = SparseOdometry(f0.K, f0.size, f0.pose, OdometryConfig(), depth_sigma_for("gt"), ImuFusion(D435I))
+    ms, kf = [], []
+    for f in frames:
+        t0 = time.process_time()
+        kf.append(odo.step(f.timestamp, f.rgb, f.depth, None, f.imu).keyframe)
+        ms.append(1000 * (time.process_time() - t0))
+    ms, kf = np.array(ms), np.array(kf)
+    print(f"\n| room {seed}, exact depth, vio: frames | ms median / p95 / max | keyframes' median |\n|---|---|---|")
+    for a in range(1, n, block):
+        b = min(a + block, n)
+        print(f"| {a}-{b - 1} | {np.median(ms[a:b]):.0f} / {np.percentile(ms[a:b], 95):.0f} / {ms[a:b].max():.0f} | "
+              f"{np.median(ms[a:b][kf[a:b]]):.0f} |", flush=True)
+
+
 def row(name: str, runs: list[dict]) -> str:
     ates = [100 * r["ate"] for r in runs]
     mean = float(np.mean(ates))
@@ -267,6 +288,8 @@ def main(argv=None) -> None:
                           [run_sparse(frames, depths, None, "sensor")]), flush=True)
                 print(row(f"7-Scenes redkitchen {len(frames)} frames, Open3D t.pipelines.slam",
                           [run_open3d_slam(frames)]), flush=True)
+    if "smoother" in rows:
+        smoother_cost()
     print(f"# done, load average {os.getloadavg()[0]:.1f}")
 
 

@@ -224,7 +224,8 @@ class MappingBridge:
                         times: StageTimes) -> _Located:
         """A frame the sparse odometry lost (a bare wall has no corners to track, but its planes still fix the pose):
         the dense tracker takes it against the map, and the sparse odometry carries on from that pose (its
-        relocalisation and restarts start there). A dense pose far from the prediction is refused."""
+        relocalisation and restarts start there). A dense pose far from the prediction is refused; a frame with no
+        dense pose keeps the sparse odometry's (held, or carried by the IMU)."""
         cfg = self.config
         self._render_pose = self._last_pose @ self._velocity
         self._tracker.synthesize(self._render_pose)
@@ -232,10 +233,10 @@ class MappingBridge:
         off = np.linalg.inv(self._render_pose) @ at.pose
         step_m, step_deg = np.linalg.norm(off[:3, 3]), rotation_angle_deg(off[:3, :3])
         if at.ok and (step_m > cfg.fallback_max_step_m or step_deg > cfg.fallback_max_step_deg):
-            at.ok, at.pose = False, self._last_pose
+            at.ok = False
             at.message = f"dense pose refused ({100 * step_m:.0f} cm, {step_deg:.0f} deg from the prediction)"
         if not at.ok:
-            at.message = f"{lost.message}; {at.message}"
+            at.pose, at.message = lost.pose, f"{lost.message}; {at.message}"
             return at
         self.dense_fallbacks += 1
         at.fallback = True

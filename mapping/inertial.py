@@ -65,6 +65,17 @@ class ImuFusion:
         out[:3, :3] = pose[:3, :3] @ cRi @ dR_imu @ cRi.T
         return out
 
+    def predict_pose(self, t: float) -> np.ndarray | None:
+        """The camera pose at ``t`` propagated by the IMU alone from the last smoothed keyframe's pose, velocity
+        and bias (GTSAM's NavState prediction); None before the IMU chain has a smoothed keyframe."""
+        if self.params is None or self.last_kf is None or self.last_kf[3] is None or self.buffer is None:
+            return None
+        _, tk, pose_k, vel_k = self.last_kf
+        if not t > tk or len(self.buffer.between(tk, t)) < 2:
+            return None
+        pim = preintegrate(self.buffer, tk, t, self.params, self.bias)
+        return pim.predict(gtsam.NavState(gtsam.Pose3(pose_k), vel_k), self.bias).pose().matrix()
+
     def _params_for_rotation(self):
         return self.params if self.params is not None else self._rot_params
 

@@ -34,11 +34,18 @@ from dataclasses import dataclass, field
 import cv2
 import gtsam
 import numpy as np
-from gtsam.symbol_shorthand import L, X
+from gtsam.symbol_shorthand import B, L, V, X
 
 from mapping.features import FeatureConfig, depth_edges, detect, to_gray, track
 
 ODOMETRY_MODES = ("vo", "vio")
+
+
+def pose_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(metres, degrees) between two camera-to-world poses."""
+    d = np.linalg.inv(a) @ b
+    angle = np.degrees(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1.0, 1.0)))
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), float(angle)
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,28 @@ class OdometryConfig:
     keyframe_min_tracks: int = 30
     keyframe_max_gap: int = 10  # frames
     relocalise_frames: int = 5  # failed frames before a new start at the held pose
+    # A PnP pose whose position is over gate_m from the IMU's own prediction (constant velocity without an IMU), or
+    # whose rotation is over gate_deg from the last pose turned by the gyro, is refused as a lost frame: sliding
+    # tracks on bare walls pass PnP-RANSAC but move the pose far from where the IMU says it is. Chosen on validation
+    # rooms 200000/200017 (docs/design/odometry.md): tracked frames there differ by at most 7 cm / 1.5 deg, and
+    # 10 cm / 3 deg refused frames the dense tracker then placed worse.
+    gate_m: float = 0.20
+    gate_deg: float = 5.0
+    imu_carry_frames: int = 15  # lost frames whose pose the IMU carries (then it is held)
+    # A restart needs this many corners whose smaller structure-tensor eigenvalue is over restart_min_eigen
+    # (validation room 200017: 1-9 such corners in its lost bare-wall views, 13-32 in its first 100 frames).
+    restart_min_corners: int = 10
+    restart_min_eigen: float = 1e-5
     isam_relinearize: float = 0.01
     # ISAM2 relinearises every this-many updates (GTSAM's default, 10). Every update (1) made a keyframe cost grow
     # with the map: p95 1.2-2.0 s per frame after 100 keyframes, against 77 ms with 10 (exact depth, room 200001,
     # 300-450 frames); on validation rooms 200000-200004 (model's depth) 10 gave ATE mean 6.60 cm against 7.96.
     isam_relinearize_skip: int = 10
+    # Keyframes per smoother: after this many, a new ISAM2 starts at the latest keyframe (its pose, velocity and bias
+    # with their marginals as priors, the live landmarks with one-view priors), so a keyframe's cost stops growing.
+    # GTSAM's IncrementalFixedLagSmoother (lag 30 keyframes) was tried first: marginalising landmarks fills its
+    # tree in, and a keyframe's cost grew 18 -> 259 ms (median) from frame 150 to 450 (benchmarks/RESULTS.md).
+    smoother_window: int = 40
 
 
 def depth_sigma_for(depth_mode: str) -> float:
@@ -97,6 +121,7 @@ class SparseOdometry:
         self._isam_params.setRelinearizeThreshold(cfg.isam_relinearize)
         self._isam_params.relinearizeSkip = cfg.isam_relinearize_skip
         self.isam = gtsam.ISAM2(self._isam_params)
+        self.window_start = 0  # the first keyframe of the current smoother
         self.smoother_resets = 0  # ill-posed updates survived by starting a new smoother
         self._graph = gtsam.NonlinearFactorGraph()
         self._values = gtsam.Values()
@@ -119,6 +144,9 @@ class SparseOdometry:
         self.frames_since_kf = 0
         self.lost_frames = 0
         self.failures = 0
+        self.gap = (0.0, 0.0)  # the last PnP pose's distance from the prediction (m, deg)
+        self.carried = False  # the last lost frame's pose came from the IMU
+        self._relocated = False  # the last frame's pose came from another tracker (``relocate``)
 
     # ------------------------------------------------------------------ helpers
     def _project(self, pts_w: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,19 +260,30 @@ class SparseOdometry:
                 self.imu.frame_done(timestamp, self.pose)
             return OdometryStep(self.pose.copy(), True, "", True, 0, None)
         predicted = self.pose @ self.velocity
+        inertial = None  # the IMU's own prediction of this frame's pose
         if self.imu is not None:
             predicted = self.imu.predict(timestamp, self.pose, predicted)
+            inertial = self.imu.predict_pose(timestamp)
         result = None
         if len(self.track_lid) >= self.cfg.min_pnp_inliers:
             result = self._track_from_keyframe(gray, predicted, self.track_src, self.track_lid, depth, confidence)
         if result is None and len(self.kf_lid) > len(self.track_lid):  # relocalise against the keyframe
             result = self._track_from_keyframe(gray, predicted, self.kf_px, self.kf_lid, depth, confidence)
         if result is None:
-            return self._failed(timestamp, gray, depth, confidence, predicted)
+            return self._failed(timestamp, gray, depth, confidence, inertial)
         pose, _, scale = result
+        # translation against the IMU's own prediction, rotation against the last pose turned by the gyro (the
+        # IMU prediction's rotation starts at the last keyframe, whose smoothed pose can be degrees off)
+        self.gap = (pose_gap(predicted if inertial is None else inertial, pose)[0], pose_gap(predicted, pose)[1])
+        checked = self.lost_frames == 0 or self.carried  # a prediction to trust: tracked or carried by the IMU
+        if checked and (self.gap[0] > self.cfg.gate_m or self.gap[1] > self.cfg.gate_deg):
+            return self._failed(timestamp, gray, depth, confidence, inertial,
+                                f"sparse pose refused ({100 * self.gap[0]:.1f} cm, {self.gap[1]:.1f} deg from the "
+                                "prediction)")
         if scale != 1.0:
             depth = depth * np.float32(scale)
         self.lost_frames = 0
+        self._relocated = False
         self.frames_since_kf += 1
         keyframe = self._needs_keyframe()
         if keyframe:
@@ -277,22 +316,47 @@ class SparseOdometry:
             self.track_px, self.track_lid, self.track_src = px[keep], lids[keep], src[keep]
         return result
 
-    def _failed(self, timestamp, gray, depth, confidence, predicted) -> OdometryStep:
+    def _failed(self, timestamp, gray, depth, confidence, inertial: np.ndarray | None,
+                message: str | None = None) -> OdometryStep:
+        """A lost frame: the IMU carries the pose for up to ``imu_carry_frames`` (else it is held); after
+        ``relocalise_frames`` a new start, unless this view has too few strong corners to track."""
         self.failures += 1
         self.lost_frames += 1
         n = len(self.track_lid)
-        message = f"sparse tracking lost ({n} tracks left)"
+        message = message or f"sparse tracking lost ({n} tracks left)"
         self.velocity = np.eye(4)
+        # the IMU carries the pose unless another tracker placed the last frame (``relocate``; then that pose and
+        # its motion are the prediction, as without an IMU)
+        self.carried = inertial is not None and not self._relocated and self.lost_frames <= self.cfg.imu_carry_frames
+        self._relocated = False
+        if self.carried:
+            self.velocity = np.linalg.inv(self.pose) @ inertial
+            self.pose = inertial
+            message += "; pose carried by the IMU"
         self.track_px, self.track_lid = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
         self.track_src = self.track_px
         if self.lost_frames >= self.cfg.relocalise_frames:
-            # no relocalisation: start anew at the held pose (weak prior), the map is kept
-            self._keyframe(timestamp, gray, depth, confidence, self.pose, restart=True)
-            self.lost_frames = 0
-            message += "; restarted at the held pose"
+            strong = self._strong_corners(gray, depth)
+            if strong < self.cfg.restart_min_corners:
+                message += f"; no restart ({strong} strong corners)"
+            else:  # no relocalisation: start anew at the held pose (weak prior), the map is kept
+                self._keyframe(timestamp, gray, depth, confidence, self.pose, restart=True)
+                self.lost_frames = 0
+                message += "; restarted at the held pose"
         if self.imu is not None:
             self.imu.frame_done(timestamp, None)
         return OdometryStep(self.pose.copy(), False, message, False, 0, None)
+
+    def _strong_corners(self, gray: np.ndarray, depth: np.ndarray) -> int:
+        """How many corners of this view (away from depth steps) have a smaller structure-tensor eigenvalue above
+        ``restart_min_eigen``: bare walls' shading noise passes Shi-Tomasi's relative threshold but not this."""
+        smooth = ~depth_edges(depth, max(1, int(round(3 * self.px_scale))))
+        pts = detect(gray, self.cfg.features, mask=smooth)
+        if not len(pts):
+            return 0
+        eig = cv2.cornerMinEigenVal(gray, 5, 3)
+        ij = np.round(pts).astype(int)
+        return int((eig[ij[:, 1], ij[:, 0]] > self.cfg.restart_min_eigen).sum())
 
     def relocate(self, pose: np.ndarray) -> None:
         """After a lost frame, the pose another tracker found for it: the next frames are predicted from it, and a
@@ -300,6 +364,7 @@ class SparseOdometry:
         pose = np.asarray(pose, np.float64)
         self.velocity = np.linalg.inv(self.pose) @ pose
         self.pose = pose.copy()
+        self._relocated = True
 
     def _needs_keyframe(self) -> bool:
         cfg = self.cfg
@@ -383,13 +448,50 @@ class SparseOdometry:
         self.frames_since_kf = 0
         if first or restart:
             self.pose = est
+        if k + 1 - self.window_start >= self.cfg.smoother_window:
+            try:
+                self._next_window(k)
+            except RuntimeError:  # a marginal GTSAM cannot form (ill-posed): this smoother goes on, tried again
+                pass  # at the next keyframe
         return est
+
+    def _next_window(self, k: int) -> None:
+        """A new ISAM2 from keyframe ``k``: its pose (and velocity and bias with an IMU chain at ``k``) enter with
+        their estimates and marginal covariances as priors; each live landmark with a prior as wide as one view
+        gives it (``pixel_sigma`` across the ray, the depth prior's sigma along it: marginal covariances of a few
+        hundred landmarks cost 0.3-0.4 s). Older keyframes leave the smoother; their landmarks stay in the map."""
+        old, est = self.isam, self.isam.calculateEstimate()
+        graph, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+
+        def prior(key, value, factor, cov=None):
+            values.insert(key, value)
+            cov = old.marginalCovariance(key) if cov is None else cov
+            graph.add(factor(key, value, gtsam.noiseModel.Gaussian.Covariance(cov)))
+
+        pose = est.atPose3(X(k))
+        prior(X(k), pose, gtsam.PriorFactorPose3)
+        if est.exists(V(k)):
+            prior(V(k), est.atVector(V(k)), gtsam.PriorFactorVector)
+            prior(B(k), est.atConstantBias(B(k)), gtsam.PriorFactorConstantBias)
+        centre = pose.translation()
+        for lid in self.track_lid:
+            p = est.atPoint3(L(int(lid)))
+            ray = p - centre
+            rng = max(float(np.linalg.norm(ray)), 1e-3)
+            ray /= rng
+            across = (self.cfg.pixel_sigma / self.K[0, 0] * rng) ** 2
+            along = (self.depth_sigma_rel * rng) ** 2
+            prior(L(int(lid)), p, gtsam.PriorFactorPoint3, across * np.eye(3) + (along - across) * np.outer(ray, ray))
+        new = gtsam.ISAM2(self._isam_params)
+        new.update(graph, values)
+        self.isam, self.window_start = new, k
 
     def _new_smoother(self, timestamp, gray, depth, confidence, pose) -> np.ndarray:
         """Start a new smoother at ``pose`` with this frame as its first keyframe (new landmarks from its depth, a
         new IMU chain): the map is kept, the old keyframes are no longer optimised."""
         self.smoother_resets += 1
         self.isam = gtsam.ISAM2(self._isam_params)
+        self.window_start = self.keyframes
         self._graph, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self.track_px, self.track_lid = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
         self.track_src = self.track_px

@@ -1,6 +1,7 @@
 """Sparse keyframe visual(-inertial) odometry (mapping.odometry, mapping.inertial) on generated rooms: real
 OpenCV, real GTSAM, real renders and their generated IMU."""
 import cv2
+import gtsam
 import numpy as np
 import pytest
 
@@ -147,13 +148,12 @@ def test_lost_tracking_is_reported_and_relocalised_against_the_keyframe(room):
 def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room):
     """Twelve black frames (no corners; the depth still holds the room's planes) on the predicted-depth path: the
     sparse odometry loses each, the dense hybrid tracker takes its pose against the map, and the sparse odometry
-    restarts from there (its restart keyframes are black too, so the first real frames after go to the dense
-    tracker as well until the next restart). Holding the last pose instead (before this fallback) put room
-    100003's bare wall 2.2 m off. Measured: 15 frames by the dense tracker (15-29), no failure; holding the pose
-    instead errs 14.4 cm by frame 26. Open3D's multi-threaded reductions make the dense tracker's result vary from
-    run to run (1e-7 at frame 15, growing over the blind frames): over 20 runs on 2026-12-03 the largest position
-    error over the black frames was 3.6-5.7 cm and the ATE over 40 frames 1.4-4.2 cm, so the bounds sit above that
-    spread and still well below holding the pose."""
+    does not start anew on a black frame (no strong corners) but relocalises against its last keyframe (frame 14's
+    image) at the first real frame. Holding the last pose instead (before this fallback) put room 100003's bare wall
+    2.2 m off. Measured over 5 runs (2026-12-03): 12 frames by the dense tracker, no failure, position error at most
+    3.5-5.5 cm over the black frames, ATE 2.4-2.6 cm over 40 frames (when the odometry restarted on the black
+    frames and then at the dense pose at frame 29: 15 dense frames, 3.6 cm, ATE 1.4 cm; the relocalisation across
+    13 frames is less exact than carrying on from the dense pose here)."""
     source, frames = room
     frames = frames[:40]
     cv2.setRNGSeed(0)
@@ -169,6 +169,76 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     assert "pose from the dense hybrid tracker" in steps[20].message
     assert bridge.retrack_failures == sum(s.retrack_failed for s in steps)  # the re-track after the scale fit
     errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[15:27], frames[15:27])]
-    assert max(errors) < 0.09, errors
+    assert max(errors) < 0.08, errors
     gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
-    assert ate_rmse(gt, bridge.trajectory()) < 0.07
+    assert ate_rmse(gt, bridge.trajectory()) < 0.035
+
+
+def _run(frames, cfg: OdometryConfig, imu: bool, rgb=None):
+    """The odometry alone over ``frames`` (``rgb(i, frame)`` may replace a frame's image); returns (odometry, steps)."""
+    cv2.setRNGSeed(0)
+    f0 = frames[0]
+    odo = SparseOdometry(f0.K, f0.size, f0.pose, cfg, depth_sigma_for("gt"), ImuFusion(D435I) if imu else None)
+    steps = [odo.step(f.timestamp, f.rgb if rgb is None else rgb(i, f), f.depth, None, f.imu if imu else None)
+             for i, f in enumerate(frames)]
+    return odo, steps
+
+
+def test_the_imu_carries_the_pose_through_lost_frames(room):
+    """Six black frames (nothing to track) in room 1000, after the IMU chain has started (gravity found over the first
+    0.5 s, then the next keyframe): with the IMU the pose moves on with the IMU's prediction from the last keyframe
+    instead of being held. Measured (the same in repeated runs): largest position error over the black frames
+    0.79 cm carried by the IMU against 7.1 cm held (vo), and tracking resumes afterwards."""
+    _, frames = room
+    black = lambda i, f: np.zeros_like(f.rgb) if 36 <= i < 42 else f.rgb  # noqa: E731
+    _, steps = _run(frames[:55], OdometryConfig(), imu=True, rgb=black)
+    _, held = _run(frames[:55], OdometryConfig(), imu=False, rgb=black)
+    assert not any(s.ok for s in steps[36:42]) and all(s.ok for s in steps[42:])
+    assert all("pose carried by the IMU" in s.message for s in steps[36:42])
+    def err(run):
+        return max(np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(run[36:42], frames[36:42]))
+
+    assert err(steps) < 0.5 * err(held), (err(steps), err(held))
+
+
+def test_a_sparse_pose_far_from_the_prediction_is_refused(room):
+    """Frame 40's image shifted 50 px sideways (a view the tracks still follow, but a motion the IMU did not
+    measure): its PnP pose is refused as a lost frame, the IMU carries the pose, and tracking goes on with the real
+    frames. Measured: refused at 27.9 cm / 6.4 deg from the IMU's prediction (the gate: 20 cm / 5 deg); the carried
+    pose 0.8 cm off. A 30 px shift passes the gate (11 cm / 4.5 deg) and its pose, 15 cm off, loses frames 41-45."""
+    _, frames = room
+    shift = lambda i, f: np.roll(f.rgb, 50, axis=1) if i == 40 else f.rgb  # noqa: E731
+    odo, steps = _run(frames[:50], OdometryConfig(), imu=True, rgb=shift)
+    assert not steps[40].ok and steps[40].message.startswith("sparse pose refused") and all(s.ok for s in steps[41:])
+    assert "pose carried by the IMU" in steps[40].message
+    assert np.linalg.norm(steps[40].pose[:3, 3] - frames[40].pose[:3, 3]) < 0.03
+
+
+def test_no_restart_on_a_bare_wall(room):
+    """Twelve frames of a bare wall (flat grey with pixel noise: Shi-Tomasi's relative threshold still finds 200+
+    'corners' in it, as on room 100003's walls): the lost odometry does not start anew there (no new keyframe),
+    and says why."""
+    _, frames = room
+    noise = np.random.default_rng(0)
+    wall = lambda i, f: np.clip(128 + noise.normal(0, 2, f.rgb.shape), 0, 255).astype(np.uint8) \
+        if 20 <= i < 32 else f.rgb  # noqa: E731
+    odo, steps = _run(frames[:32], OdometryConfig(), imu=False, rgb=wall)
+    before = odo.keyframes
+    assert not any(s.ok or s.keyframe for s in steps[20:32])
+    assert all("no restart" in s.message for s in steps[24:32]), [s.message for s in steps[20:32]]
+    opened, _ = _run(frames[:32], OdometryConfig(restart_min_corners=0), imu=False, rgb=wall)
+    assert opened.keyframes > before  # the same frames without the check: it restarts on the noise
+
+
+def test_the_smoother_window_bounds_the_graph(room):
+    """With a window of 5 keyframes the smoother holds at most 5 keyframe poses however long the run (each new
+    window starts from the last keyframe's marginal and the live landmarks), and the walk stays within a centimetre.
+    Measured: ATE 0.28 cm (the same in repeated runs)."""
+    _, frames = room
+    odo, steps = _run(frames, OdometryConfig(smoother_window=5), imu=True)
+    keys = [gtsam.Symbol(k) for k in odo.isam.calculateEstimate().keys()]
+    poses = [s for s in keys if chr(s.chr()) == "x"]
+    assert odo.keyframes > 10 and len(poses) <= 5 and odo.failures == 0, (odo.keyframes, len(poses))
+    t = np.array([f.timestamp for f in frames])
+    ate = ate_rmse((t, np.array([f.pose for f in frames])), (t, np.array([s.pose for s in steps])))
+    assert ate <= 0.01
