@@ -150,10 +150,12 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     sparse odometry loses each, the dense hybrid tracker takes its pose against the map, and the sparse odometry
     does not start anew on a black frame (no strong corners) but relocalises against its last keyframe (frame 14's
     image) at the first real frame. Holding the last pose instead (before this fallback) put room 100003's bare wall
-    2.2 m off. Measured over 5 runs (2026-12-03): 12 frames by the dense tracker, no failure, position error at most
-    3.5-5.5 cm over the black frames, ATE 2.4-2.6 cm over 40 frames (when the odometry restarted on the black
-    frames and then at the dense pose at frame 29: 15 dense frames, 3.6 cm, ATE 1.4 cm; the relocalisation across
-    13 frames is less exact than carrying on from the dense pose here)."""
+    2.2 m off (here, held: 14.4 cm by frame 26). Open3D's multi-threaded reductions make the dense poses vary from
+    run to run (1e-7 at frame 15, growing over the blind frames). Measured over 24 runs (2026-12-03): 12 frames by
+    the dense tracker, no failure, position error at most 3.5-5.1 cm over the black frames, ATE 1.4-2.5 cm over 40
+    frames (when the odometry restarted on the black frames and then at the dense pose at frame 29: 15 dense frames,
+    ATE 1.3-4.2 cm over 45 runs; the relocalisation across 13 frames is less exact than carrying on from the dense
+    pose here). The bounds sit above that spread and below holding the pose."""
     source, frames = room
     frames = frames[:40]
     cv2.setRNGSeed(0)
@@ -169,9 +171,9 @@ def test_frames_the_sparse_odometry_loses_are_tracked_by_the_dense_tracker(room)
     assert "pose from the dense hybrid tracker" in steps[20].message
     assert bridge.retrack_failures == sum(s.retrack_failed for s in steps)  # the re-track after the scale fit
     errors = [np.linalg.norm(s.pose[:3, 3] - f.pose[:3, 3]) for s, f in zip(steps[15:27], frames[15:27])]
-    assert max(errors) < 0.08, errors
+    assert max(errors) < 0.09, errors
     gt = np.array([f.timestamp for f in frames]), np.array([f.pose for f in frames])
-    assert ate_rmse(gt, bridge.trajectory()) < 0.035
+    assert ate_rmse(gt, bridge.trajectory()) < 0.045
 
 
 def _run(frames, cfg: OdometryConfig, imu: bool, rgb=None):
