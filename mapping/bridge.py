@@ -219,9 +219,9 @@ class MappingBridge:
             self._semantics = SemanticVoxels(self._tracker.voxel_size, self.label_space.num_classes)
             self._last_pose = np.asarray(start, np.float64)
             if cfg.loop_closure:  # with pose priors too: they are then odometry, and loops correct them
-                from mapping.loops import LoopCloser
+                from mapping.loops import LoopCloser, LoopConfig
 
-                self.loops = LoopCloser(frame.K, frame.size)
+                self.loops = LoopCloser(frame.K, frame.size, LoopConfig.for_depth(cfg.depth_mode))
         tracker = self._tracker
         if frame.size != (tracker.height, tracker.width) or not np.allclose(frame.K, tracker.K):
             raise InterfaceError(f"frame size/intrinsics changed mid-sequence ({frame.size} vs "
