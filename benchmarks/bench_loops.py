@@ -340,7 +340,7 @@ def run_viewer(args) -> None:
     before it the mapped frame that took longest since the previous update (the frame whose keyframe closed the
     loop; its "step" arrives when the correction's first stage is done, ``total_ms`` after it began). Rows: the
     correction frame itself (from its start to its step's arrival), the next ``--after`` mapped frames (the staged
-    rebuild's later stages run after each), and the whole run after warm-up."""
+    rebuild's later stages run after each), the frames before the first correction, and the whole run after warm-up."""
     from PyQt6 import QtCore, QtWidgets
 
     from app.main import build_parser, options_from_args
@@ -413,6 +413,8 @@ def run_viewer(args) -> None:
         print(row(f"correction at frame {k} (first stage, {1000 * (b - a):.0f} ms in the mapping process)", a, b))
         print(row(f"the {args.after} frames after it (later stages)", b, c))
     if len(arrival):
+        if spans:  # the same viewer before any correction: what the GUI stalls by without one
+            print(row(f"frames 5-{spans[0][0]}, before the first correction", warm, spans[0][1]))
         print(row("whole run after 5 frames", warm, arrival[-1]))
 
 
