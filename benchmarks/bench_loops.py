@@ -6,6 +6,7 @@
                                                              [--odometry hybrid|vio|...] [--cache DIR]
     PYTHONPATH=$PWD python benchmarks/bench_loops.py cost [--keyframes 300]
     PYTHONPATH=$PWD python benchmarks/bench_loops.py gui [--keyframes 300]
+    PYTHONPATH=$PWD python benchmarks/bench_loops.py viewer [--room 100000] [--depth pred|sensor] [--after 30]
 
 false-loops: every 10th frame of each walk (no revisit) is a keyframe at its true pose; place recognition is queried
 with the frame's depth (exact for generated rooms, sensor depth for 7-Scenes) and its loops checked on depth
@@ -174,7 +175,7 @@ class _Predictions:
         self.predictor = predictor
         self.path = None if cache is None or predictor is None else Path(cache) / f"room-{seed}.npz"
         self.stored = {}
-        self.new = False
+        self.new = 0  # predictions not yet written
         if self.path is not None and self.path.exists():
             with np.load(self.path) as z:
                 for i, d, l, c in zip(z["index"], z["depth"], z["labels"], z["confidence"]):
@@ -188,7 +189,9 @@ class _Predictions:
         if i not in self.stored:
             p = self.predictor.predict(rgb)
             self.stored[i] = (p.depth, p.labels, p.confidence.astype(np.float16))
-            self.new = True
+            self.new += 1
+            if self.new >= 100:  # a run stopped part way keeps most of its predictions
+                self.save()
         d, l, c = self.stored[i]
         return Prediction(depth=d, labels=l, confidence=c.astype(np.float32))
 
@@ -204,6 +207,7 @@ class _Predictions:
                 np.savez(fh, index=np.array(keys), depth=np.stack([self.stored[k][0] for k in keys]),
                          labels=np.stack([self.stored[k][1] for k in keys]),
                          confidence=np.stack([self.stored[k][2] for k in keys]))
+        self.new = 0
 
 
 def run_cost(args) -> None:
@@ -328,6 +332,92 @@ def run_gui(args) -> None:
               f"{int((g > 50).sum())} |")
 
 
+def run_viewer(args) -> None:
+    """The GUI's stall in the real viewer while its mapping process corrects the map: ``m2hmx-viewer --dataset
+    synthetic:ROOM?revisit --loop-closure`` (the real window, its perception threads and mapping process; an Xvfb
+    when there is no display) with a 5 ms QTimer heartbeat, as ``benchmarks/bench_app.py`` measures the viewer.
+    A correction is located from the mapping process's messages: the first map update that shows a new loop, and
+    before it the mapped frame that took longest since the previous update (the frame whose keyframe closed the
+    loop; its "step" arrives when the correction's first stage is done, ``total_ms`` after it began). Rows: the
+    correction frame itself (from its start to its step's arrival), the next ``--after`` mapped frames (the staged
+    rebuild's later stages run after each), the frames before the first correction, and the whole run after warm-up."""
+    from PyQt6 import QtCore, QtWidgets
+
+    from app.main import build_parser, options_from_args
+    from app.window import MainWindow
+    from benchmarks.bench_app import HEARTBEAT_MS, ensure_display
+
+    ensure_display()
+    QtCore.QCoreApplication.setAttribute(QtCore.Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    argv = ["--dataset", f"synthetic:{args.room}?revisit", "--loop-closure", "--depth", args.depth,
+            "--output-dir", "/tmp/m2hmx-bench-loops"]
+    window = MainWindow(options_from_args(build_parser().parse_args(argv)))
+    window.resize(1560, 960)
+    window.show()
+    steps, updates = [], []  # (arrival, total_ms); (arrival, loops)
+    on_step, on_map = window.session.on_step, window.session.on_map
+
+    def step(s, now):
+        steps.append((time.perf_counter(), s["total_ms"]))
+        return on_step(s, now)
+
+    def update(u):
+        updates.append((time.perf_counter(), len(u.loop_lines)))
+        return on_map(u)
+
+    window.session.on_step, window.session.on_map = step, update
+    beats, done = [], []
+    heartbeat = QtCore.QTimer()
+    heartbeat.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    heartbeat.timeout.connect(lambda: beats.append(time.perf_counter()))
+    heartbeat.start(HEARTBEAT_MS)
+    window.run_finished.connect(lambda: done.append(True))
+    load, start = os.getloadavg()[0], time.perf_counter()
+    while not done and time.perf_counter() - start < args.timeout:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.001)
+    heartbeat.stop()
+    window.close()
+    window.shutdown()
+    app.processEvents()
+    beats = np.array(beats)
+    gaps, at = np.diff(beats) * 1000 - HEARTBEAT_MS, beats[1:]
+    arrival = np.array([s[0] for s in steps])
+    spans, seen, last_update = [], 0, start
+    for t, n in updates:
+        if n > seen:  # a new loop since the previous update: its frame is the slowest one mapped in between
+            between = [k for k, (a, _) in enumerate(steps) if last_update < a <= t]
+            if between:
+                k = max(between, key=lambda k: steps[k][1])
+                end_after = arrival[min(k + args.after, len(steps) - 1)]
+                spans.append((k, arrival[k] - steps[k][1] / 1000, arrival[k], end_after))
+            seen = n
+        last_update = t
+    warm = arrival[min(5, len(arrival) - 1)] if len(arrival) else start
+
+    def row(name, a, b):
+        g = gaps[(at > a) & (at <= b)]
+        if len(g) == 0:
+            return f"| {name} | {b - a:.2f} | 0 | - | - | - |"
+        return (f"| {name} | {b - a:.2f} | {len(g)} | {g.max():.0f} | {np.percentile(g, 99):.0f} | "
+                f"{int((g > 50).sum())} |")
+
+    print(f"# m2hmx-viewer --dataset synthetic:{args.room}?revisit --loop-closure --depth {args.depth}: "
+          f"{len(steps)} frames mapped, {seen} loops shown, finished {bool(done)}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after; errors: {list(window.session.errors)[-1:] or 'none'}")
+    print("| span | seconds | heartbeats | GUI max stall ms | p99 ms | stalls > 50 ms |")
+    print("|---|---|---|---|---|---|")
+    for k, a, b, c in spans:
+        print(row(f"correction at frame {k} (first stage, {1000 * (b - a):.0f} ms in the mapping process)", a, b))
+        print(row(f"the {args.after} frames after it (later stages)", b, c))
+    if len(arrival):
+        if spans:  # the same viewer before any correction: what the GUI stalls by without one
+            print(row(f"frames 5-{spans[0][0]}, before the first correction", warm, spans[0][1]))
+        print(row("whole run after 5 frames", warm, arrival[-1]))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -350,8 +440,15 @@ def main(argv=None) -> int:
     g.add_argument("--keyframes", type=int, default=300)
     g.add_argument("--room", type=int, default=200003)
     g.add_argument("--idle", type=float, default=20.0, help="seconds of heartbeat before the correction starts")
+    v = sub.add_parser("viewer")
+    v.add_argument("--room", type=int, default=100000)
+    v.add_argument("--depth", choices=("pred", "sensor"), default="pred")
+    v.add_argument("--after", type=int, default=30, help="mapped frames after a correction counted as its later "
+                   "stages (30 covers 300 keyframes at 10 a frame)")
+    v.add_argument("--timeout", type=float, default=1500.0, help="seconds before the run is cut short")
     args = p.parse_args(argv)
-    {"false-loops": run_false_loops, "revisit": run_revisit, "cost": run_cost, "gui": run_gui}[args.cmd](args)
+    {"false-loops": run_false_loops, "revisit": run_revisit, "cost": run_cost, "gui": run_gui,
+     "viewer": run_viewer}[args.cmd](args)
     return 0
 
 

@@ -180,9 +180,9 @@ class MappingBridge:
         self._semantics = SemanticVoxels(self._tracker.voxel_size, self.label_space.num_classes)
         self._last_pose = np.asarray(start, np.float64)
         if self.config.loop_closure:  # with pose priors too: they are then odometry, and loops correct them
-            from mapping.loops import LoopCloser
+            from mapping.loops import LoopCloser, LoopConfig
 
-            self.loops = LoopCloser(frame.K, frame.size)
+            self.loops = LoopCloser(frame.K, frame.size, LoopConfig.for_depth(self.config.depth_mode))
 
     def _locate(self, frame: PerceptionFrame, depth: np.ndarray, times: StageTimes) -> _Located:
         """Prior -> track -> refine: this frame's pose in the map; ``depth`` is brought onto the map's scale in place

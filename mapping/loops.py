@@ -34,6 +34,16 @@ class LoopConfig:
     graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
     rebuild_now: int = 30  # keyframes re-integrated when a correction is accepted (nearest the camera first)
     rebuild_per_frame: int = 10  # keyframes re-integrated after each later frame until all are back in
+    # The depth check (``mapping.loop_refine``: ICP on the two keyframes' depth) refines and vets PnP's edge when
+    # the depth is measured. On the model's depth it does harm: two predictions of one view disagree in scale and
+    # shape by more than PnP errs (benchmarks/RESULTS.md, "Revisit walks that look into the room"), so for
+    # predicted depth PnP's edge goes to the optimiser as it is (``for_depth``).
+    depth_check: bool = True
+
+    @classmethod
+    def for_depth(cls, depth_mode: str) -> "LoopConfig":
+        """The loop closer's settings for a ``MappingConfig.depth_mode``: no depth check on predicted depth."""
+        return cls(depth_check=depth_mode != "pred")
 
 
 @dataclass
@@ -84,7 +94,7 @@ class LoopCloser:
         kf = self.places.describe(index, rgb, depth)
         edge = self.places.query(kf, depth)
         self.places.add(kf)
-        if edge is not None:
+        if edge is not None and self.config.depth_check:
             edge = self.confirm(edge)
         if edge is None:
             return None

@@ -35,7 +35,10 @@ class PlaceConfig:
     orb_levels: int = 4  # 240x320 images: more levels are too small for 19 px patches
     orb_patch: int = 19
     edge_radius_px: int = 3  # corners within this of a depth step get no 3D point
-    max_depth_step: float = 0.05  # relative depth range in that window that counts as a step
+    # A step: depth's second difference between neighbouring pixels above this fraction of the depth. A plane's is
+    # ~2x the square of its relative first difference (about 1e-4 for a floor 3 m away), so oblique surfaces keep
+    # their points; an edge's, even blurred over a few pixels by a network, is its jump over that width.
+    max_depth_bend: float = 0.02
     min_gap_keyframes: int = 15  # candidates are at least this many keyframes older
     min_score: float = 0.05  # absolute floor of the BoW score
     min_relative_score: float = 0.3  # score / (score against the previous keyframe)
@@ -131,10 +134,11 @@ class PlaceRecognizer:
         z = depth[v, u].astype(np.float64)
         # A corner on a depth edge (a T-junction of a foreground and a background edge) is no point in space:
         # it slides along the background as the view changes. Only corners on smooth depth get a 3D point.
-        d = np.where(depth > 0, depth, np.float32(1e3)).astype(np.float32)
+        d = np.pad(np.where(depth > 0, depth, np.float32(1e3)).astype(np.float32), 1, mode="edge")
+        bend = np.maximum(np.abs(d[1:-1, 2:] - 2 * d[1:-1, 1:-1] + d[1:-1, :-2]),
+                          np.abs(d[2:, 1:-1] - 2 * d[1:-1, 1:-1] + d[:-2, 1:-1]))
         kernel = np.ones((2 * self.config.edge_radius_px + 1,) * 2, np.uint8)
-        spread = cv2.dilate(np.where(depth > 0, depth, 0).astype(np.float32), kernel) - cv2.erode(d, kernel)
-        z[spread[v, u] > self.config.max_depth_step * np.maximum(z, 1e-3)] = 0
+        z[cv2.dilate(bend, kernel)[v, u] > self.config.max_depth_bend * np.maximum(z, 1e-3)] = 0
         pts = np.column_stack([(px[:, 0] - self.K[0, 2]) / self.K[0, 0] * z, (px[:, 1] - self.K[1, 2]) / self.K[1, 1] * z, z])
         pts[z <= 0] = np.nan
         return PlaceKeyframe(index, px, desc, pts, self.vocabulary.vector(desc))

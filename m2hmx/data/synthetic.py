@@ -530,58 +530,18 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
     Positions follow a cubic spline through random free waypoints at 1.2-1.7 m height, sampled at a
     constant walking speed (0.25-0.4 m/s at 30 Hz, about 1 cm per frame); the view direction follows
     a spline through yaw/pitch angles that look at furniture; small roll and shake are added. With
-    ``revisit`` the walk comes back to where it started (see ``_revisit``).
+    ``revisit`` the walk goes out and comes back the same way to where it started (see ``_revisit_path``).
     """
     from scipy.interpolate import CubicSpline
 
+    if revisit:
+        return _revisit_path(scene, frames, seed)
     rng = np.random.default_rng([seed, 1])
     W, D, H = scene.room_size
-    res = 0.05
-    occ = np.zeros((int(math.ceil(W / res)), int(math.ceil(D / res))), bool)
-    for o in scene.objects:
-        if o.aabb_max[2] < 0.05 or o.extent[0] < 0.04 and o.extent[1] < 0.04:
-            continue
-        occ[max(int(o.aabb_min[0] / res), 0):int(math.ceil(o.aabb_max[0] / res)),
-            max(int(o.aabb_min[1] / res), 0):int(math.ceil(o.aabb_max[1] / res))] = True
-    free = _walkable(occ, res, 0.35)
-    if free.sum() < 10:
-        free = _walkable(occ, res, 0.15, wall_margin=0.35)
-    soft = _walkable(occ, res, 0.12, wall_margin=0.3)  # where the spline itself may go
+    free, soft = _floor_grids(scene)
     cells = np.argwhere(free)
-
-    def cell_xy(c):
-        return (c + rng.random(2)) * res
-
-    def segment_ok(p0, p1):
-        n = max(int(np.linalg.norm(p1 - p0) / 0.05), 2)
-        pts = p0[None] + (p1 - p0)[None] * np.linspace(0, 1, n)[:, None]
-        ij = np.clip((pts / res).astype(int), 0, np.array(soft.shape) - 1)
-        return bool(soft[ij[:, 0], ij[:, 1]].all())
-
     speed = rng.uniform(0.25, 0.4)
-    need = frames * speed / FPS + 1.0
-    pts = [cell_xy(cells[rng.integers(len(cells))])]
-    length = 0.0
-    while length + (_return_length(pts) if revisit else 0.0) < need:
-        best = None
-        for _ in range(40):
-            cand = cell_xy(cells[rng.integers(len(cells))])
-            dist = np.linalg.norm(cand - pts[-1])
-            if 0.8 <= dist <= 2.5 and segment_ok(pts[-1], cand):
-                best = cand
-                break
-        if best is None:  # small room: any free cell, even if close
-            best = cell_xy(cells[rng.integers(len(cells))])
-            if np.linalg.norm(best - pts[-1]) < 0.2:
-                continue
-        length += float(np.linalg.norm(best - pts[-1]))
-        pts.append(best)
-    if revisit and not segment_ok(pts[-1], pts[0]):  # a detour through a free cell that sees both ends
-        for _ in range(200):
-            via = cell_xy(cells[rng.integers(len(cells))])
-            if segment_ok(pts[-1], via) and segment_ok(via, pts[0]):
-                pts.append(via)
-                break
+    pts = _waypoints(rng, cells, soft, frames * speed / FPS + 1.0)
     xy = np.array(pts)
     z = rng.uniform(1.2, 1.7, len(xy))
     P = np.column_stack([xy, z])
@@ -603,17 +563,67 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
             yaw = yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -2.0, 2.0)
         yaws.append(yaw)
         pitches.append(float(np.clip(math.atan2(v[2], np.linalg.norm(v[:2])), -0.6, 0.25)))
-    if revisit:
-        P, yaws, pitches = _revisit(P, yaws, pitches)
-        chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
-        spline = CubicSpline(chord, P, bc_type="natural")
     ang = CubicSpline(chord, np.column_stack([yaws, pitches]), bc_type="natural")
+    return _sample_path(scene, rng, spline, ang, chord[-1], len(P), frames, speed)
 
+
+def _floor_grids(scene: Scene, res: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """(free, soft) floor grids at ``res``: where waypoints may lie (0.35 m from furniture, 0.5 m from walls;
+    looser in a crowded room) and where the spline between them may pass (0.12 m, 0.3 m)."""
+    W, D, H = scene.room_size
+    occ = np.zeros((int(math.ceil(W / res)), int(math.ceil(D / res))), bool)
+    for o in scene.objects:
+        if o.aabb_max[2] < 0.05 or o.extent[0] < 0.04 and o.extent[1] < 0.04:
+            continue
+        occ[max(int(o.aabb_min[0] / res), 0):int(math.ceil(o.aabb_max[0] / res)),
+            max(int(o.aabb_min[1] / res), 0):int(math.ceil(o.aabb_max[1] / res))] = True
+    free = _walkable(occ, res, 0.35)
+    if free.sum() < 10:
+        free = _walkable(occ, res, 0.15, wall_margin=0.35)
+    return free, _walkable(occ, res, 0.12, wall_margin=0.3)
+
+
+def _waypoints(rng, cells: np.ndarray, soft: np.ndarray, need: float, res: float = 0.05) -> list:
+    """Random free waypoints 0.8-2.5 m apart, each straight segment on ``soft`` floor, until the walk is ``need``
+    metres long."""
+    def cell_xy(c):
+        return (c + rng.random(2)) * res
+
+    def segment_ok(p0, p1):
+        n = max(int(np.linalg.norm(p1 - p0) / 0.05), 2)
+        pts = p0[None] + (p1 - p0)[None] * np.linspace(0, 1, n)[:, None]
+        ij = np.clip((pts / res).astype(int), 0, np.array(soft.shape) - 1)
+        return bool(soft[ij[:, 0], ij[:, 1]].all())
+
+    pts = [cell_xy(cells[rng.integers(len(cells))])]
+    length = 0.0
+    while length < need:
+        best = None
+        for _ in range(40):
+            cand = cell_xy(cells[rng.integers(len(cells))])
+            dist = np.linalg.norm(cand - pts[-1])
+            if 0.8 <= dist <= 2.5 and segment_ok(pts[-1], cand):
+                best = cand
+                break
+        if best is None:  # small room: any free cell, even if close
+            best = cell_xy(cells[rng.integers(len(cells))])
+            if np.linalg.norm(best - pts[-1]) < 0.2:
+                continue
+        length += float(np.linalg.norm(best - pts[-1]))
+        pts.append(best)
+    return pts
+
+
+def _sample_path(scene: Scene, rng, spline, ang, chord_end: float, n_points: int, frames: int,
+                 speed: float) -> CameraPath:
+    """Sample the position and view-angle splines (parameter: chord length) at a constant ``speed`` at ``FPS``,
+    add hand shake and roll, clip to the room, and build the ``CameraPath``."""
+    W, D, H = scene.room_size
     # constant-speed resampling by arc length
-    dense = np.linspace(0, chord[-1], max(len(P) * 200, 2000))
+    dense = np.linspace(0, chord_end, max(n_points * 200, 2000))
     dp = np.linalg.norm(np.diff(spline(dense), axis=0), axis=1)
     arc = np.concatenate([[0], np.cumsum(dp)])
-    if revisit:  # the frames cover the whole walk, back to the start and along the first segment again
+    if speed is None:  # the frames cover the whole walk
         speed = arc[-1] * FPS / max(frames - 1, 1)
     s = np.minimum(np.arange(frames) * speed / FPS, arc[-1])
     u = np.interp(s, arc, dense)
@@ -643,22 +653,46 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
     return CameraPath(t_sec, pos, angles, poses)
 
 
-def _return_length(pts: list) -> float:
-    """Length of the way back in a revisit walk: to the first waypoint, then along the first segment again."""
-    if len(pts) < 2:
-        return 0.0
-    return float(np.linalg.norm(pts[-1] - pts[0]) + np.linalg.norm(pts[1] - pts[0]))
+REVISIT_TURN = 1.2  # rad: the largest change of view direction between two waypoints of a revisit walk
 
 
-def _revisit(P: np.ndarray, yaws: list, pitches: list):
-    """Close a walk into a loop: append its first two waypoints with their view angles (yaw unwrapped to the
-    nearest turn), so the camera comes back to its start and walks the first segment again looking the same way."""
-    P = np.vstack([P, P[:2]])
-    yaws, pitches = list(yaws), list(pitches)
-    for k in (0, 1):
-        yaws.append(yaws[k] + 2 * math.pi * round((yaws[-1] - yaws[k]) / (2 * math.pi)))
-        pitches.append(pitches[k])
-    return P, yaws, pitches
+def _revisit_path(scene: Scene, frames: int, seed: int) -> CameraPath:
+    """A walk out through random free waypoints (as ``make_path``'s) and back through the same waypoints in
+    reverse to where it started, so the way back sees what the way out saw. At every waypoint the camera looks
+    through the room's centre at a point 1.5 m beyond it, 0.8 m high (so it looks slightly down at the floor
+    and the furniture rather than at a near bare wall, where the trackers fail), with the same view on the way
+    out and on the way back; between waypoints the view turns by at most ``REVISIT_TURN``. Out and back are
+    mirror images in time: the camera slows to a stop at the far waypoint and walks back facing the same way."""
+    from scipy.interpolate import CubicSpline
+
+    rng = np.random.default_rng([seed, 4])  # a stream of its own: ordinary walks draw from [seed, 1]
+    W, D, H = scene.room_size
+    free, soft = _floor_grids(scene)
+    speed = rng.uniform(0.25, 0.4)
+    out = _waypoints(rng, np.argwhere(free), soft, 0.5 * frames * speed / FPS)
+    z = rng.uniform(1.2, 1.7, len(out))
+    P_out = np.column_stack([np.array(out), z])
+    centre = np.array([W / 2, D / 2, 0.8])
+    yaws, pitches = [], []
+    for k, p in enumerate(P_out):
+        away = p[:2] - centre[:2]
+        if np.linalg.norm(away) < 0.1:  # at the centre: look along the walk
+            nxt = P_out[min(k + 1, len(P_out) - 1)] - P_out[max(k - 1, 0)]
+            away = -nxt[:2] / max(np.linalg.norm(nxt[:2]), 1e-9)
+        target = centre - 1.5 * np.append(away / np.linalg.norm(away), 0.0)
+        v = target - p
+        yaw = math.atan2(v[1], v[0])
+        if yaws:
+            yaw = yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -REVISIT_TURN, REVISIT_TURN)
+        yaws.append(yaw)
+        pitches.append(float(np.clip(math.atan2(v[2], np.linalg.norm(v[:2])), -0.6, 0.0)))
+    back = slice(len(P_out) - 2, None, -1)
+    P = np.vstack([P_out, P_out[back]])
+    angles = np.column_stack([yaws + yaws[back], pitches + pitches[back]])
+    chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
+    spline = CubicSpline(chord, P, bc_type="natural")
+    ang = CubicSpline(chord, angles, bc_type="natural")
+    return _sample_path(scene, rng, spline, ang, chord[-1], len(P), frames, None)
 
 
 class CameraPath:

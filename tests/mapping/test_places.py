@@ -11,26 +11,29 @@ from mapping.places import PlaceRecognizer, Vocabulary, score
 def walk():
     src = open_source("synthetic:200000?revisit")  # validation room; the vocabulary comes from 300000+
     rec = PlaceRecognizer(src.K, (src.height, src.width))
-    for k in range(0, 8):  # the walk's start: keyframes 0-7 (frames 0-70)
+    for k in range(0, 15):  # the way out's first half: keyframes 0-14 (frames 0-140)
         f = src[10 * k]
         rec.add(rec.describe(k, f.rgb, f.depth))
     return src, rec
 
 
 def test_revisit_finds_the_right_keyframe(walk):
+    """The way back (frames 300-440) retraces the way out: frame 449 - i stands where frame i stood, looking the
+    same way. Measured on this walk: 10 of the 15 queries found their keyframe, 0.8-2.3 cm off."""
     src, rec = walk
     found = []
-    for k in range(40, 45):  # frames 400-440: back at the start
+    for k in range(30, 45):  # frames 300-440: the way back over frames 149-9
         f = src[10 * k]
         edge = rec.query(rec.describe(k, f.rgb, f.depth), f.depth)
         if edge is not None:
             truth = np.linalg.inv(src.poses[10 * edge.i]) @ src.poses[10 * edge.j]
             assert edge.j == k and edge.inliers >= rec.config.min_inliers
+            assert abs(10 * edge.i - (449 - 10 * k)) <= 15  # the keyframe where it stood on the way out
             assert np.linalg.norm(truth[:3, 3] - edge.i_T_j[:3, 3]) < 0.05
             cos = (np.trace(truth[:3, :3].T @ edge.i_T_j[:3, :3]) - 1) / 2
             assert np.degrees(np.arccos(min(1.0, cos))) < 2.0
             found.append(edge.i)
-    assert len(found) >= 3, found
+    assert len(found) >= 6, found
 
 
 def test_room_never_seen_finds_nothing(walk):
@@ -44,7 +47,7 @@ def test_room_never_seen_finds_nothing(walk):
 def test_recent_keyframes_are_never_candidates(walk):
     src, rec = walk
     f = src[70]
-    kf = rec.describe(8, f.rgb, f.depth)  # the next keyframe: it looks like keyframe 7, but that is odometry's
+    kf = rec.describe(8, f.rgb, f.depth)  # looks like keyframe 7, but keyframes 0-14 are within the gap: odometry's
     assert rec.candidates(kf) == []
     assert score(kf.bow, kf.bow) == pytest.approx(1.0)
 
