@@ -21,11 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from m2hmx.config import bundled_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 TRAIN = DATA / "7scenes-redkitchen"  # frames 0-299
 LATER = DATA / "7scenes-redkitchen-300-999"
-BUNDLED = ROOT / "assets" / "m2hmx-demo.safetensors"
+BUNDLED = bundled_checkpoint()
 
 
 def frames_folder(root: Path, first: int, last: int) -> Path:

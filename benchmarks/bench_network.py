@@ -23,11 +23,11 @@ import m2hmx  # noqa: F401,I001  (first: it sets OMP_WAIT_POLICY=PASSIVE before 
 import torch
 
 from m2hmx.profiling import count_macs, count_params, measure_latency
-from m2hmx.config import get_preset
+from m2hmx.config import bundled_checkpoint, get_preset
 from m2hmx.model import M2HMX
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "assets" / "m2hmx-demo.safetensors"
+BUNDLED = bundled_checkpoint()
 
 
 def interleaved(variants: dict, rounds: int, warmup: int = 2) -> dict:

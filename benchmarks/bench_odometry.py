@@ -43,10 +43,10 @@ def predictions(seed: int, frames: int, cache: Path):
     generated room's walk (``synthetic_frames``), cached."""
     path = cache / f"pred_{seed}_walk{walk_length(frames)}_{frames}.npz"
     if not path.is_file():
-        from m2hmx import ASSETS_DIR
+        from m2hmx.config import bundled_checkpoint
         from m2hmx.predictor import Predictor
 
-        predictor = Predictor.from_checkpoint(str(ASSETS_DIR / "m2hmx-demo.safetensors"), "cpu")
+        predictor = Predictor.from_checkpoint(str(bundled_checkpoint()), "cpu")
         depth, conf = [], []
         for f in synthetic_frames(seed, frames):
             p = predictor.predict(f.rgb)

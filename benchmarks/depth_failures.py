@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from m2hmx.config import bundled_checkpoint
 from m2hmx.data.synthetic import SyntheticSource, make_scene, wall_views
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--worst", type=int, default=20, help="list this many worst rooms")
     parser.add_argument("--frames-of", type=int, default=0, help="per-frame study of N worst and N median rooms")
     parser.add_argument("--stride", type=int, default=60)
-    parser.add_argument("--checkpoint", default=str(ROOT / "assets" / "m2hmx-demo.safetensors"))
+    parser.add_argument("--checkpoint", default=str(bundled_checkpoint()))
     parser.add_argument("--wall-views", type=int, default=0,
                         help="also score this many synthetic.wall_views in each of the first 20 rooms")
     parser.add_argument("--csv", type=Path, default=None, help="write the per-frame rows here")

@@ -19,13 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from m2hmx.config import bundled_checkpoint
 from m2hmx.data.sources import open_source
 from m2hmx.data.splits import SPLITS, describe
 from m2hmx.evaluate import evaluate, format_report, write_json
 from m2hmx.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "assets" / "m2hmx-demo.safetensors"
+BUNDLED = bundled_checkpoint()
 CARD_METRICS = ROOT / "assets" / "m2hmx-demo.metrics.json"
 DEFAULT_STRIDE = {"val": 60, "test": 30, "heldout": 20}  # of each room's 300 frames
 SUBSET = {"dataset": "synthetic:100000", "stride": 30}  # what tests/training/test_demo_model.py reproduces

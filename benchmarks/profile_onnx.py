@@ -20,9 +20,10 @@ import time
 import m2hmx  # noqa: F401,I001  (first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
 import torch
 
+from m2hmx.config import bundled_checkpoint
 from m2hmx.onnx_forward import OnnxForward
 
-BUNDLED = "assets/m2hmx-demo.safetensors"
+BUNDLED = str(bundled_checkpoint())
 GRAPHS = ("encode", "level1", "level2", "level3", "heads")
 
 

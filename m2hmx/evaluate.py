@@ -14,6 +14,7 @@ import numpy as np
 
 from mapping.atomic import atomic_path, atomic_write_text
 from m2hmx import M2HMXError
+from m2hmx.data.transforms import normals_to_rgb
 from m2hmx.metrics import DepthMeter, EdgeMeter, NormalsMeter, SegmentationMeter
 
 
@@ -206,12 +207,6 @@ def _depth_rgb(depth: np.ndarray, max_depth: float) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
-def _normals_rgb(n: np.ndarray) -> np.ndarray:
-    rgb = ((n * np.array([1, -1, -1])) * 0.5 + 0.5).clip(0, 1)  # OpenCV axes -> the usual normal-map colours
-    rgb[np.linalg.norm(n, axis=-1) == 0] = 0
-    return (rgb * 255).astype(np.uint8)
-
-
 def save_grid(rows: list, space, path: str | Path, max_depth: float) -> None:
     """PNG with, per frame, a prediction row and a ground-truth row: input, semantics, depth (turbo, 0 to
     the GT's 99th percentile), normals, edges."""
@@ -232,7 +227,7 @@ def save_grid(rows: list, space, path: str | Path, max_depth: float) -> None:
             images = [frame.rgb,
                       None if labels is None else space.colorize(labels),
                       None if depth is None else _depth_rgb(depth, vmax),
-                      None if normals is None else _normals_rgb(normals),
+                      None if normals is None else normals_to_rgb(normals),
                       None if edges is None else edges.astype(np.float32)]
             kind = ("prediction", "ground truth")[which]
             for c, img in enumerate(images):

@@ -44,10 +44,13 @@ def encode_normals(normals: np.ndarray) -> np.ndarray:
 
 
 def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
-    """Camera-frame unit normals -> the usual (n + 1) / 2 colour image (uint8); unknown (zero) normals black. The
-    viewer's normals panel and its Rerun log draw normals with it."""
-    rgb = ((np.asarray(normals, np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-    rgb[~np.any(normals != 0, axis=-1)] = 0
+    """Camera-frame unit normals (OpenCV axes: x right, y down, z forward) -> the usual normal-map colours (uint8):
+    (n + 1) / 2 with y and z flipped to x right, y up, z towards the viewer, so a surface facing the camera is
+    lavender-blue (127, 127, 255); unknown (zero) normals black. The viewer's normals panel, its Rerun log and the
+    evaluation grid all draw normals with it."""
+    n = np.asarray(normals, np.float32)
+    rgb = ((n * np.array([1.0, -1.0, -1.0], np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+    rgb[~np.any(n != 0, axis=-1)] = 0
     return rgb
 
 

@@ -73,7 +73,7 @@ def test_normals_colours():
     n[0, 0] = (0, 0, -1)  # facing the camera
     n[0, 1] = (1, 0, 0)
     out = normals_to_rgb(n)
-    np.testing.assert_array_equal(out[0, 0], (127, 127, 0))
+    np.testing.assert_array_equal(out[0, 0], (127, 127, 255))  # the usual normal-map lavender-blue
     np.testing.assert_array_equal(out[0, 1], (255, 127, 127))
     np.testing.assert_array_equal(out[0, 2], (0, 0, 0))  # unknown
 

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from m2hmx import ASSETS_DIR
 from m2hmx.adapt import AdaptConfig, AdaptError, adapt, parse_frames
 from m2hmx.cli.adapt import main as adapt_main
+from m2hmx.config import bundled_checkpoint
 from m2hmx.data.synthetic import SyntheticSource
 from m2hmx.metrics import DepthMeter
 from m2hmx.predictor import Predictor
 
-BUNDLED = ASSETS_DIR / "m2hmx-demo.safetensors"
+BUNDLED = bundled_checkpoint()
 SCALE = 1.3
 ROOM = 200001  # a validation seed: neither a training room (< 100000) nor a held-out one (100000-100019)
 STEPS = 40

@@ -6,8 +6,9 @@ import pytest
 
 from m2hmx import ASSETS_DIR
 from m2hmx.cli.evaluate import main as eval_main
+from m2hmx.config import bundled_checkpoint
 
-WEIGHTS = ASSETS_DIR / "m2hmx-demo.safetensors"
+WEIGHTS = bundled_checkpoint()
 CARD_METRICS = ASSETS_DIR / "m2hmx-demo.metrics.json"
 KEYS = [("semseg", "miou"), ("semseg", "pixel_acc"), ("depth", "rmse"), ("depth", "abs_rel"),
         ("depth", "delta1"), ("depth", "scale_median_std"), ("normals", "mean"), ("edge", "f_ods")]
