@@ -351,31 +351,24 @@ class PerceptionThread(QtCore.QThread):
 
 # --------------------------------------------------------------------------------------------- mapping
 
-class MappingClient:
-    """Starts and talks to the mapping process. ``submit`` may be called from any thread.
+class FrameHandoff:
+    """A one-frame hand-over to a consumer that may lag (the mapping process). ``submit`` may be called from any
+    thread; a frame still waiting is replaced (counted in ``dropped``; its IMU samples go with the new one).
+    ``generation`` numbers the map the frames belong to; the first frame of a map is its anchor."""
 
-    ``generation`` numbers the map: ``reset`` starts a new one, and messages of older maps are dropped
-    by ``poll``."""
-
-    def __init__(self, label_space, config, snapshot_every_s: float = 1.0):
-        from app.mapping_process import mapping_main
-
-        ctx = mp.get_context("spawn")
-        self.frames = ctx.Queue(maxsize=1)
-        self.commands = ctx.Queue()
-        self.results = ctx.Queue()
-        self.config = config
-        self.process = ctx.Process(target=mapping_main, name="m2hmx-mapping", daemon=True,
-                                   args=(label_space, config, self.frames, self.commands, self.results,
-                                         snapshot_every_s))
+    def __init__(self, frames):
+        self.frames = frames  # a queue of at most one (generation, anchor, PerceptionFrame)
         self._lock = threading.Lock()
         self.generation = 0
         self._anchor_pending = True  # the next frame starts a map
         self.submitted = 0
         self.dropped = 0
-        self.waited_s = 0.0  # time ``submit`` waited for the mapper to take the previous frame
+        self.waited_s = 0.0  # time ``submit`` waited for the consumer to take the previous frame
         self.stopped = False
-        self.process.start()
+
+    def alive(self) -> bool:
+        """Whether the consumer is still there to take frames."""
+        return True
 
     def submit(self, make_frame, wait: bool = False, stop: threading.Event | None = None) -> None:
         """Hand over ``make_frame(anchor)`` (a PerceptionFrame; ``anchor``: it starts the map). A frame still
@@ -383,13 +376,13 @@ class MappingClient:
         ``wait`` (file sources: every frame should be mapped) wait for the mapper to take it instead."""
         if wait:
             started = time.perf_counter()
-            while self.process.is_alive() and not (stop is not None and stop.is_set()):
+            while self.alive() and not (stop is not None and stop.is_set()):
                 with self._lock:
                     if not self.frames.full():
                         break
                 time.sleep(0.005)
             self.waited_s += time.perf_counter() - started
-        if self.stopped or not self.process.is_alive():
+        if self.stopped or not self.alive():
             return
         with self._lock:
             anchor, stale = self._anchor_pending, None
@@ -416,7 +409,26 @@ class MappingClient:
 
     def can_take(self) -> bool:
         """Nothing handed over is still waiting for the mapper (or it is gone)."""
-        return self.stopped or not self.process.is_alive() or self.frames.empty()
+        return self.stopped or not self.alive() or self.frames.empty()
+
+
+class MappingClient(FrameHandoff):
+    """Starts and talks to the mapping process, handing it frames (``FrameHandoff``).
+
+    ``reset`` starts a new map; messages of older maps are dropped by ``poll``."""
+
+    def __init__(self, label_space, config, snapshot_every_s: float = 1.0):
+        from app.mapping_process import mapping_main
+
+        ctx = mp.get_context("spawn")
+        super().__init__(ctx.Queue(maxsize=1))
+        self.commands = ctx.Queue()
+        self.results = ctx.Queue()
+        self.config = config
+        self.process = ctx.Process(target=mapping_main, name="m2hmx-mapping", daemon=True,
+                                   args=(label_space, config, self.frames, self.commands, self.results,
+                                         snapshot_every_s))
+        self.process.start()
 
     def reset(self, config=None) -> None:
         """Start a new map (with ``config`` when given, e.g. another depth source)."""

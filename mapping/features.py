@@ -102,3 +102,15 @@ def track(prev: np.ndarray, cur: np.ndarray, pts: np.ndarray, cfg: FeatureConfig
     inside = (new[:, 0] >= 0) & (new[:, 0] < w - 1) & (new[:, 1] >= 0) & (new[:, 1] < h - 1)
     ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & (fb < cfg.fb_max_px) & inside
     return new, ok
+
+
+def strong_corners(gray: np.ndarray, depth: np.ndarray, cfg: FeatureConfig, edge_px: int, min_eigen: float) -> int:
+    """How many of ``detect``'s corners (away from depth steps wider than ``edge_px``) have a smaller
+    structure-tensor eigenvalue above ``min_eigen``: bare walls' shading noise passes Shi-Tomasi's relative
+    threshold but not this absolute one."""
+    pts = detect(gray, cfg, mask=~depth_edges(depth, edge_px))
+    if not len(pts):
+        return 0
+    eig = cv2.cornerMinEigenVal(gray, 5, 3)
+    ij = np.round(pts).astype(int)
+    return int((eig[ij[:, 1], ij[:, 0]] > min_eigen).sum())

@@ -36,7 +36,8 @@ import gtsam
 import numpy as np
 from gtsam.symbol_shorthand import B, L, V, X
 
-from mapping.features import FeatureConfig, depth_edges, detect, to_gray, track
+from mapping.features import FeatureConfig, depth_edges, detect, strong_corners, to_gray, track
+from mapping.pose_refine import depth_at, project, refine_pose
 
 ODOMETRY_MODES = ("vo", "vio")
 
@@ -149,12 +150,6 @@ class SparseOdometry:
         self._relocated = False  # the last frame's pose came from another tracker (``relocate``)
 
     # ------------------------------------------------------------------ helpers
-    def _project(self, pts_w: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cam = (pts_w - pose[:3, 3]) @ pose[:3, :3]
-        z = cam[:, 2]
-        uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] * [self.K[0, 0], self.K[1, 1]] + self.K[:2, 2]
-        return uv, z
-
     def _pnp(self, pts_w: np.ndarray, uv: np.ndarray, guess: np.ndarray, depth: np.ndarray,
              confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
         """PnP-RANSAC from ``guess``, then a robust pose-only refinement on the inliers that also uses this
@@ -176,17 +171,18 @@ class SparseOdometry:
         pose = np.linalg.inv(cw)
         scale = 1.0
         if self.align_scale:  # bring this frame's depth onto the landmarks' scale first (see class docstring)
-            pose = self._refine(pose, pts_w[inl], uv[inl], None, None)
-            _, z = self._project(pts_w[inl], pose)
-            d = self._depth_at(depth, uv[inl])
+            pose = refine_pose(self.K, pose, pts_w[inl], uv[inl], None, None, self.cfg.pixel_sigma, self.cfg.huber_k)
+            _, z = project(self.K, pts_w[inl], pose)
+            d = depth_at(depth, uv[inl])
             good = (d > 0) & (z > 0)
             if good.sum() >= self.cfg.min_pnp_inliers:
                 ratio = float(np.median(z[good] / d[good]))
                 scale = ratio if 0.5 < ratio < 2.0 else 1.0
         rng, sig = self._range_obs(depth, confidence, uv[inl])
-        pose = self._refine(pose, pts_w[inl], uv[inl], rng * scale, sig * scale)
+        pose = refine_pose(self.K, pose, pts_w[inl], uv[inl], rng * scale, sig * scale, self.cfg.pixel_sigma,
+                           self.cfg.huber_k)
         # final inliers at the refined pose
-        proj, z = self._project(pts_w, pose)
+        proj, z = project(self.K, pts_w, pose)
         err = np.linalg.norm(proj - uv, axis=1)
         mask = (err < self.cfg.pnp_px * self.px_scale) & (z > 0)
         if mask.sum() < self.cfg.min_pnp_inliers:
@@ -195,57 +191,13 @@ class SparseOdometry:
 
     def _range_obs(self, depth: np.ndarray, confidence: np.ndarray | None, uv: np.ndarray):
         """Range (camera centre to the surface point) at each pixel and its prior sigma; 0 where no depth."""
-        z = self._depth_at(depth, uv)
+        z = depth_at(depth, uv)
         rays = np.column_stack([(uv[:, 0] - self.K[0, 2]) / self.K[0, 0], (uv[:, 1] - self.K[1, 2]) / self.K[1, 1],
                                 np.ones(len(uv))])
         rng = z * np.linalg.norm(rays, axis=1)
         conf = np.ones(len(uv)) if confidence is None else \
-            np.maximum(self._depth_at(confidence, uv), self.cfg.min_confidence)
+            np.maximum(depth_at(confidence, uv), self.cfg.min_confidence)
         return rng, np.maximum(self.depth_sigma_rel * rng / conf, 1e-6)
-
-    def _refine(self, pose: np.ndarray, pts_w: np.ndarray, uv: np.ndarray, rng: np.ndarray | None,
-                sigma: np.ndarray | None, iterations: int = 5) -> np.ndarray:
-        """Gauss-Newton on the camera pose (right perturbation, xi = (omega, v)) over Huber-weighted
-        reprojection residuals and, where given, range residuals; the landmarks are held fixed."""
-        fx, fy = self.K[0, 0], self.K[1, 1]
-        k = self.cfg.huber_k
-        use_rng = None if rng is None else rng > 0
-        for _ in range(iterations):
-            pc = (pts_w - pose[:3, 3]) @ pose[:3, :3]
-            x, y, z = pc.T
-            z = np.maximum(z, 1e-6)
-            du = np.stack([fx / z, np.zeros_like(z), -fx * x / z ** 2], 1)
-            dv = np.stack([np.zeros_like(z), fy / z, -fy * y / z ** 2], 1)
-            skew = np.zeros((len(pc), 3, 3))  # d pc / d omega = [pc]_x ; d pc / d v = -I
-            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -pc[:, 2], pc[:, 1], -pc[:, 0]
-            skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = pc[:, 2], -pc[:, 1], pc[:, 0]
-            dpc = np.concatenate([skew, -np.broadcast_to(np.eye(3), skew.shape)], 2)  # (N,3,6)
-            res = [np.concatenate([(fx * x / z + self.K[0, 2] - uv[:, 0]),
-                                   (fy * y / z + self.K[1, 2] - uv[:, 1])]) / self.cfg.pixel_sigma]
-            jac = [np.concatenate([np.einsum("ni,nij->nj", du, dpc), np.einsum("ni,nij->nj", dv, dpc)])
-                   / self.cfg.pixel_sigma]
-            if use_rng is not None and use_rng.any():
-                r = np.linalg.norm(pc[use_rng], axis=1)
-                res.append((r - rng[use_rng]) / sigma[use_rng])
-                jac.append(np.einsum("ni,nij->nj", pc[use_rng] / r[:, None], dpc[use_rng]) / sigma[use_rng, None])
-            res, jac = np.concatenate(res), np.concatenate(jac)
-            a = np.abs(res)
-            w = np.where(a <= k, 1.0, k / np.maximum(a, 1e-12))  # Huber weights (IRLS)
-            H = jac.T @ (jac * w[:, None])
-            g = jac.T @ (w * res)
-            xi = -np.linalg.solve(H + 1e-9 * np.eye(6), g)
-            step = np.eye(4)
-            step[:3, :3], _ = cv2.Rodrigues(xi[:3])
-            step[:3, 3] = xi[3:]
-            pose = pose @ step
-            if np.abs(xi).max() < 1e-7:
-                break
-        return pose
-
-    def _depth_at(self, depth: np.ndarray, uv: np.ndarray) -> np.ndarray:
-        u = np.clip(np.round(uv[:, 0]).astype(int), 0, self.w - 1)
-        v = np.clip(np.round(uv[:, 1]).astype(int), 0, self.h - 1)
-        return depth[v, u].astype(np.float64)
 
     # ------------------------------------------------------------------ per frame
     def step(self, timestamp: float, rgb: np.ndarray, depth: np.ndarray, confidence: np.ndarray | None = None,
@@ -303,7 +255,7 @@ class SparseOdometry:
         if len(lids) < self.cfg.min_pnp_inliers:
             return None
         pts = np.array([self.landmarks[i] for i in lids])
-        guess, z = self._project(pts, predicted)
+        guess, z = project(self.K, pts, predicted)
         inside = (z > 0) & (guess[:, 0] > 0) & (guess[:, 0] < self.w - 1) & (guess[:, 1] > 0) & \
                  (guess[:, 1] < self.h - 1)
         guess = np.where(inside[:, None], guess, src).astype(np.float32)
@@ -336,7 +288,8 @@ class SparseOdometry:
         self.track_px, self.track_lid = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
         self.track_src = self.track_px
         if self.lost_frames >= self.cfg.relocalise_frames:
-            strong = self._strong_corners(gray, depth)
+            strong = strong_corners(gray, depth, self.cfg.features, max(1, int(round(3 * self.px_scale))),
+                                    self.cfg.restart_min_eigen)
             if strong < self.cfg.restart_min_corners:
                 message += f"; no restart ({strong} strong corners)"
             else:  # no relocalisation: start anew at the held pose (weak prior), the map is kept
@@ -346,17 +299,6 @@ class SparseOdometry:
         if self.imu is not None:
             self.imu.frame_done(timestamp, None)
         return OdometryStep(self.pose.copy(), False, message, False, 0, None)
-
-    def _strong_corners(self, gray: np.ndarray, depth: np.ndarray) -> int:
-        """How many corners of this view (away from depth steps) have a smaller structure-tensor eigenvalue above
-        ``restart_min_eigen``: bare walls' shading noise passes Shi-Tomasi's relative threshold but not this."""
-        smooth = ~depth_edges(depth, max(1, int(round(3 * self.px_scale))))
-        pts = detect(gray, self.cfg.features, mask=smooth)
-        if not len(pts):
-            return 0
-        eig = cv2.cornerMinEigenVal(gray, 5, 3)
-        ij = np.round(pts).astype(int)
-        return int((eig[ij[:, 1], ij[:, 0]] > self.cfg.restart_min_eigen).sum())
 
     def relocate(self, pose: np.ndarray) -> None:
         """After a lost frame, the pose another tracker found for it: the next frames are predicted from it, and a
@@ -383,8 +325,8 @@ class SparseOdometry:
         if len(self.track_lid) < 20:
             return None
         pts = np.array([self.landmarks[i] for i in self.track_lid])
-        _, z = self._project(pts, self.pose)
-        d = self._depth_at(depth, self.track_px)
+        _, z = project(self.K, pts, self.pose)
+        d = depth_at(depth, self.track_px)
         ok = (d > 0) & (z > 0)
         if ok.sum() < 20:
             return None
@@ -401,7 +343,7 @@ class SparseOdometry:
             sig = np.array([1e-4] * 6) if first else np.array([0.05, 0.05, 0.05, 0.1, 0.1, 0.1])
             self._graph.add(gtsam.PriorFactorPose3(xk, gtsam.Pose3(pose), gtsam.noiseModel.Diagonal.Sigmas(sig)))
         # observations of the live landmarks, with a depth prior where this frame has depth
-        d_live = self._depth_at(depth, self.track_px) if len(self.track_lid) else np.zeros(0)
+        d_live = depth_at(depth, self.track_px) if len(self.track_lid) else np.zeros(0)
         for j, (lid, uv) in enumerate(zip(self.track_lid, self.track_px)):
             self._graph.add(gtsam.GenericProjectionFactorCal3_S2(gtsam.Point2(*uv.astype(np.float64)),
                                                                  self._proj_noise, xk, L(int(lid)), self.cal))
@@ -411,7 +353,7 @@ class SparseOdometry:
         count = self.cfg.features.max_features - len(self.track_lid)
         smooth = ~depth_edges(depth, max(1, int(round(3 * self.px_scale))))
         new = detect(gray, self.cfg.features, existing=self.track_px, mask=smooth, count=count)
-        d = self._depth_at(depth, new) if len(new) else np.zeros(0)
+        d = depth_at(depth, new) if len(new) else np.zeros(0)
         new, d = new[d > 0], d[d > 0]
         ids = np.arange(self.next_lid, self.next_lid + len(new))
         self.next_lid += len(new)
@@ -504,6 +446,6 @@ class SparseOdometry:
         rng = float(z * np.linalg.norm(ray))
         conf = 1.0
         if confidence is not None:
-            conf = max(float(self._depth_at(confidence, uv[None])[0]), self.cfg.min_confidence)
+            conf = max(float(depth_at(confidence, uv[None])[0]), self.cfg.min_confidence)
         sigma = self.depth_sigma_rel * rng / conf
         self._graph.add(gtsam.RangeFactor3D(xk, L(lid), rng, gtsam.noiseModel.Isotropic.Sigma(1, sigma)))

@@ -90,17 +90,14 @@ def test_depth_colours_use_a_fixed_metric_range():
 
 
 def test_mapping_queue_hands_a_dropped_frames_imu_on():
-    """MappingClient.submit replacing a frame the mapper has not taken (live source): the next one carries its IMU."""
+    """A frame the mapper has not taken is replaced by the next (live source): the next one carries its IMU. The
+    hand-off of MappingClient, on a plain queue instead of the mapping process's."""
     import queue
-    import types
 
-    from app.workers import MappingClient
+    from app.workers import FrameHandoff
     from mapping.interface import PerceptionFrame
 
-    client = object.__new__(MappingClient)  # its queue and bookkeeping, without the mapping process
-    client.frames, client._lock, client.generation, client._anchor_pending = queue.Queue(maxsize=1), threading.Lock(), 0, True
-    client.submitted = client.dropped = 0
-    client.stopped, client.process = False, types.SimpleNamespace(is_alive=lambda: True)
+    client = FrameHandoff(queue.Queue(maxsize=1))
 
     def make(k):
         t = (np.arange(6) + 6 * k + 1) / 180.0
