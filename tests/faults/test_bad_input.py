@@ -114,11 +114,14 @@ def test_tum_intrinsics_from_camera_yaml_or_a_warning(tmp_path):
 
 def test_ctrl_c_on_map_cli_exports_the_map_so_far(tmp_path):
     """Ctrl+C during a run played at the camera's clock (``--realtime``: 300 frames take at least 10 s, so the
-    signal arrives mid-run even when this process is starved; unpaced, the whole room once finished before it)."""
+    signal arrives mid-run). The child gets SIGINT's default action back: started from a shell's background job,
+    the test inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the run finished with
+    exit 0 that way)."""
     out = tmp_path / "map"
     proc = subprocess.Popen([sys.executable, "-m", "app.map_cli", "--dataset", "synthetic:0", "--gt-poses",
                              "--out", str(out), "--voxel-size", "0.05", "--realtime"], cwd=ROOT, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, chunks = threading.Event(), []
 
     def read():
