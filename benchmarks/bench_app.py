@@ -90,14 +90,14 @@ def run_viewer(options, timeout_s: float = 600.0) -> dict:
         return on_step(payload, now)
 
     window.session.on_step = step
-    for name, attr in (("result", "_show_result"), ("map", "_show_map")):
-        def timed(*a, f=getattr(window, attr), n=name):
+    for name, owner, attr in (("result", window, "_show_result"), ("map", window.map_view, "show_update")):
+        def timed(*a, f=getattr(owner, attr), n=name):
             t = time.perf_counter()
             f(*a)
             gui_ms[n] += 1000 * (time.perf_counter() - t)
             if n == "map":
                 extracts.append(a[0].extract_ms)
-        setattr(window, attr, timed)
+        setattr(owner, attr, timed)
     cpu_at = {}
     beats = []
     heartbeat = QtCore.QTimer()
