@@ -32,10 +32,10 @@ def test_tracking_failure_is_survived(small_sequence):
                                  rng.uniform(0.2, 0.6, f.depth.shape).astype(np.float32), pf.labels, f.K)
         results.append(bridge.process(pf))
         if i == 11:
-            blocks_before = len(bridge._semantics)
+            voxels_before = len(bridge.semantic_voxels()[0])
     assert not results[12].tracking_ok and results[12].message
     assert np.allclose(results[12].pose, results[11].pose)  # pose held at the last good pose
-    assert len(bridge._semantics) >= blocks_before  # map kept
+    assert len(bridge.semantic_voxels()[0]) >= voxels_before  # map kept
     assert all(r.tracking_ok for r in results[13:])  # tracking resumes
     ate = ate_rmse(_gt(frames), bridge.trajectory())
     assert ate < 0.02, ate
