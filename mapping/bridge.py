@@ -38,7 +38,8 @@ from mapping.fusion import SemanticVoxels
 from mapping.interface import InterfaceError, PerceptionFrame
 from mapping.odometry import SparseOdometry, depth_sigma_for
 from mapping.timing import StageTimes
-from mapping.tracking import Tracker, TrackingFailure, refine_pose_and_scale, rotation_angle_deg, scale_ratio
+from mapping.pose_refine import pose_gap
+from mapping.tracking import Tracker, TrackingFailure, refine_pose_and_scale, scale_ratio
 
 __all__ = ["EXPORT_FILES", "LOOP_EXPORT_FILES", "STAGES", "Keyframe", "MapSnapshot", "MappingBridge", "MappingConfig",
            "StepResult"]
@@ -230,8 +231,7 @@ class MappingBridge:
         self._render_pose = self._last_pose @ self._velocity
         self._tracker.synthesize(self._render_pose)
         at = replace(self._track(frame, depth, times), keyframe=lost.keyframe)
-        off = np.linalg.inv(self._render_pose) @ at.pose
-        step_m, step_deg = np.linalg.norm(off[:3, 3]), rotation_angle_deg(off[:3, :3])
+        step_m, step_deg = pose_gap(self._render_pose, at.pose)
         if at.ok and (step_m > cfg.fallback_max_step_m or step_deg > cfg.fallback_max_step_deg):
             at.ok = False
             at.message = f"dense pose refused ({100 * step_m:.0f} cm, {step_deg:.0f} deg from the prediction)"

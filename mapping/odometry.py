@@ -37,16 +37,9 @@ import numpy as np
 from gtsam.symbol_shorthand import B, L, V, X
 
 from mapping.features import FeatureConfig, depth_edges, detect, strong_corners, to_gray, track
-from mapping.pose_refine import depth_at, project, refine_pose
+from mapping.pose_refine import depth_at, pose_gap, project, refine_pose
 
 ODOMETRY_MODES = ("vo", "vio")
-
-
-def pose_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(metres, degrees) between two camera-to-world poses."""
-    d = np.linalg.inv(a) @ b
-    angle = np.degrees(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1.0, 1.0)))
-    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), float(angle)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Pinhole geometry for the sparse odometry: landmarks projected into a camera, depth read at pixels, and a camera
-pose refined over Huber-weighted reprojection and range residuals with the landmarks held fixed (Gauss-Newton on
+"""Pose geometry for the trackers: the distance between two poses (odometry gate, dense fallback, tracking checks),
+landmarks projected into a pinhole camera, depth read at pixels, and a camera pose refined over Huber-weighted reprojection and range residuals with the landmarks held fixed (Gauss-Newton on
 the right perturbation xi = (omega, v), IRLS weights; the Jacobians of a pinhole projection as in Barfoot,
 "State Estimation for Robotics", sec. 7.3). numpy and OpenCV only."""
 from __future__ import annotations
@@ -14,6 +14,16 @@ def project(K: np.ndarray, pts_w: np.ndarray, pose: np.ndarray) -> tuple[np.ndar
     z = cam[:, 2]
     uv = cam[:, :2] / np.maximum(z, 1e-6)[:, None] * [K[0, 0], K[1, 1]] + K[:2, 2]
     return uv, z
+
+
+def rotation_angle_deg(rot: np.ndarray) -> float:
+    """The angle (degrees) of a 3x3 rotation."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def pose_gap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(metres, degrees) between two camera-to-world poses."""
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), rotation_angle_deg((np.linalg.inv(a) @ b)[:3, :3])
 
 
 def depth_at(depth: np.ndarray, uv: np.ndarray) -> np.ndarray:

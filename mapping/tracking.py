@@ -19,6 +19,7 @@ import open3d as o3d
 import open3d.core as o3c
 
 from mapping import MappingError
+from mapping.pose_refine import rotation_angle_deg
 
 o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
 
@@ -177,10 +178,6 @@ def _reserve_ray_cast_fragments(model, K: np.ndarray, size: tuple[int, int], vox
     behind_camera = o3c.Tensor(np.array([[0, 0, -2]], np.int32))  # a block no ray can reach
     model.voxel_grid.ray_cast(behind_camera, intrinsic, o3c.Tensor(np.eye(4)), side, side, ["depth"],
                               1.0, 0.1, depth_max, 1.0, 8.0, 1)
-
-
-def rotation_angle_deg(rot: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
 
 
 class Tracker:
