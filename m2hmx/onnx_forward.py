@@ -105,10 +105,12 @@ def _level_piece(model, k: int, c: dict) -> None:
     _before_scan(model, k, c, p + resize(c["state"], p.shape[-2:]))
 
 
-def postprocess(out: dict, crop: tuple[int, int], frame: tuple[int, int], min_depth: float) -> dict:
-    """``Predictor.predict``'s post-processing of the network's outputs (batch 1): crop the padding, resize to
-    the frame (edges with align_corners, as the model resizes them), top class, its softmax probability, depth
-    clamped to ``min_depth``, unit normals (H,W,3), edge probability."""
+def postprocess(out: dict, crop: tuple[int, int], frame: tuple[int, int], min_depth: float,
+                probs: bool = False) -> dict:
+    """``Predictor.predict``'s post-processing of the network's outputs (batch 1), in torch and in the heads graph:
+    crop the padding, resize to the frame (edges with align_corners, as the model resizes them), top class, its
+    softmax probability, depth clamped to ``min_depth``, unit normals (H,W,3), edge probability; with ``probs``
+    every class's softmax probability (C,H,W) too."""
     h, w = crop
 
     def back(t: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
@@ -121,6 +123,8 @@ def postprocess(out: dict, crop: tuple[int, int], frame: tuple[int, int], min_de
     top, labels = logits.max(dim=0)
     result = {"depth": back(out["depth"]).squeeze(0).clamp_min(min_depth), "labels": labels.to(torch.uint8),
               "confidence": 1.0 / torch.exp(logits - top).sum(dim=0)}
+    if probs:
+        result["probs"] = torch.softmax(logits, dim=0)
     if "normals" in out:
         result["normals"] = unit(back(out["normals"]).unsqueeze(0)).squeeze(0).permute(1, 2, 0)
     if "edge" in out:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from m2hmx import M2HMXError
 from m2hmx.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from m2hmx.labels import LabelSpace, load_label_space
-from m2hmx.model import unit
+from m2hmx.onnx_forward import postprocess
 
 
 class PredictorError(M2HMXError, ValueError):
@@ -138,25 +138,8 @@ class Predictor:
                 self.engine = self._torch_fallback(exc)  # the export or the session failed on this size
                 x = x.contiguous(memory_format=self.memory_format)
                 out = self._forward(x, self._outputs)
-
-        def back(t: torch.Tensor, align_corners: bool = False) -> torch.Tensor:  # crop padding, resize to input
-            t = t[..., :h, :w].float()
-            if (h, w) != (H, W):
-                t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=align_corners)
-            return t[0]
-
-        logits = back(out["semseg"])
-        probs = torch.softmax(logits, dim=0) if return_probs else None
-        top, labels = logits.max(dim=0)
-        conf = 1.0 / torch.exp(logits - top).sum(dim=0)  # the top class's softmax probability
-        depth = back(out["depth"])[0].clamp_min(self.config.min_depth)
-        pred = Prediction(depth=depth.cpu().numpy(), labels=labels.to(torch.uint8).cpu().numpy(),
-                          confidence=conf.cpu().numpy(), probs=probs.cpu().numpy() if return_probs else None)
-        if "normals" in out:
-            pred.normals = unit(back(out["normals"])[None])[0].permute(1, 2, 0).contiguous().cpu().numpy()
-        if "edge" in out:
-            pred.edges = torch.sigmoid(back(out["edge"], align_corners=True)[0]).cpu().numpy()
-        return pred
+        r = postprocess(out, (h, w), (H, W), self.config.min_depth, probs=return_probs)
+        return Prediction(**{k: np.ascontiguousarray(v.cpu().numpy()) for k, v in r.items()})
 
 
 class ScaledPredictor:
