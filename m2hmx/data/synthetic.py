@@ -532,8 +532,6 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
     a spline through yaw/pitch angles that look at furniture; small roll and shake are added. With
     ``revisit`` the walk goes out and comes back the same way to where it started (see ``_revisit_path``).
     """
-    from scipy.interpolate import CubicSpline
-
     if revisit:
         return _revisit_path(scene, frames, seed)
     rng = np.random.default_rng([seed, 1])
@@ -545,8 +543,6 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
     xy = np.array(pts)
     z = rng.uniform(1.2, 1.7, len(xy))
     P = np.column_stack([xy, z])
-    chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
-    spline = CubicSpline(chord, P, bc_type="natural")
 
     # look directions: at each waypoint, toward a furniture item (or a wall point) >= 1 m away
     targets = [o.center for o in scene.objects if o.class_id != CEILING]
@@ -558,13 +554,16 @@ def make_path(scene: Scene, frames: int, seed: int, revisit: bool = False) -> Ca
             v = t - p
             if np.linalg.norm(v[:2]) > 1.0:
                 break
-        yaw = math.atan2(v[1], v[0])
-        if yaws:  # unwrap and limit the turn between waypoints
-            yaw = yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -2.0, 2.0)
-        yaws.append(yaw)
+        yaws.append(_turn(yaws, math.atan2(v[1], v[0]), 2.0))
         pitches.append(float(np.clip(math.atan2(v[2], np.linalg.norm(v[:2])), -0.6, 0.25)))
-    ang = CubicSpline(chord, np.column_stack([yaws, pitches]), bc_type="natural")
-    return _sample_path(scene, rng, spline, ang, chord[-1], len(P), frames, speed)
+    return _sample_path(scene, rng, P, np.column_stack([yaws, pitches]), frames, speed)
+
+
+def _turn(yaws: list, yaw: float, limit: float) -> float:
+    """``yaw`` unwrapped next to the last of ``yaws`` and turned at most ``limit`` rad from it."""
+    if not yaws:
+        return yaw
+    return yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -limit, limit)
 
 
 def _floor_grids(scene: Scene, res: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -614,16 +613,22 @@ def _waypoints(rng, cells: np.ndarray, soft: np.ndarray, need: float, res: float
     return pts
 
 
-def _sample_path(scene: Scene, rng, spline, ang, chord_end: float, n_points: int, frames: int,
-                 speed: float) -> CameraPath:
-    """Sample the position and view-angle splines (parameter: chord length) at a constant ``speed`` at ``FPS``,
-    add hand shake and roll, clip to the room, and build the ``CameraPath``."""
+def _sample_path(scene: Scene, rng, P: np.ndarray, angles: np.ndarray, frames: int,
+                 speed: float | None) -> CameraPath:
+    """Natural cubic splines through the waypoints ``P`` and their (yaw, pitch) ``angles`` (parameter: chord
+    length), sampled at a constant ``speed`` at ``FPS`` (None: the frames cover the whole walk), with hand shake
+    and roll added, clipped to the room, as a ``CameraPath``."""
+    from scipy.interpolate import CubicSpline
+
     W, D, H = scene.room_size
+    chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
+    spline = CubicSpline(chord, P, bc_type="natural")
+    ang = CubicSpline(chord, angles, bc_type="natural")
     # constant-speed resampling by arc length
-    dense = np.linspace(0, chord_end, max(n_points * 200, 2000))
+    dense = np.linspace(0, chord[-1], max(len(P) * 200, 2000))
     dp = np.linalg.norm(np.diff(spline(dense), axis=0), axis=1)
     arc = np.concatenate([[0], np.cumsum(dp)])
-    if speed is None:  # the frames cover the whole walk
+    if speed is None:
         speed = arc[-1] * FPS / max(frames - 1, 1)
     s = np.minimum(np.arange(frames) * speed / FPS, arc[-1])
     u = np.interp(s, arc, dense)
@@ -663,7 +668,6 @@ def _revisit_path(scene: Scene, frames: int, seed: int) -> CameraPath:
     and the furniture rather than at a near bare wall, where the trackers fail), with the same view on the way
     out and on the way back; between waypoints the view turns by at most ``REVISIT_TURN``. Out and back are
     mirror images in time: the camera slows to a stop at the far waypoint and walks back facing the same way."""
-    from scipy.interpolate import CubicSpline
 
     rng = np.random.default_rng([seed, 4])  # a stream of its own: ordinary walks draw from [seed, 1]
     W, D, H = scene.room_size
@@ -681,18 +685,12 @@ def _revisit_path(scene: Scene, frames: int, seed: int) -> CameraPath:
             away = -nxt[:2] / max(np.linalg.norm(nxt[:2]), 1e-9)
         target = centre - 1.5 * np.append(away / np.linalg.norm(away), 0.0)
         v = target - p
-        yaw = math.atan2(v[1], v[0])
-        if yaws:
-            yaw = yaws[-1] + np.clip((yaw - yaws[-1] + math.pi) % (2 * math.pi) - math.pi, -REVISIT_TURN, REVISIT_TURN)
-        yaws.append(yaw)
+        yaws.append(_turn(yaws, math.atan2(v[1], v[0]), REVISIT_TURN))
         pitches.append(float(np.clip(math.atan2(v[2], np.linalg.norm(v[:2])), -0.6, 0.0)))
     back = slice(len(P_out) - 2, None, -1)
     P = np.vstack([P_out, P_out[back]])
     angles = np.column_stack([yaws + yaws[back], pitches + pitches[back]])
-    chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(P, axis=0), axis=1))])
-    spline = CubicSpline(chord, P, bc_type="natural")
-    ang = CubicSpline(chord, angles, bc_type="natural")
-    return _sample_path(scene, rng, spline, ang, chord[-1], len(P), frames, None)
+    return _sample_path(scene, rng, P, angles, frames, None)
 
 
 class CameraPath:
