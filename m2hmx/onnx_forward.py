@@ -186,6 +186,11 @@ class OnnxForward:
         self._by_name: dict = {}  # graph file name -> session (the first four graphs serve every key of a shape)
         self._A = [(-torch.exp(rgm.mamba.A_log.detach().float())).contiguous() for rgm in model.decoder.rgm]
 
+    @property
+    def shapes(self) -> set[tuple[int, ...]]:
+        """The input shapes whose sessions are built."""
+        return {key[0] for key in self._sessions}
+
     def __call__(self, images: torch.Tensor, outputs: tuple[str, ...] | None = None) -> dict:
         """The model's outputs ({task: [1,C,H,W] tensor}) for ``outputs`` (None: all)."""
         return {k: torch.from_numpy(v) for k, v in self._run(images, outputs, None).items()}
@@ -209,10 +214,10 @@ class OnnxForward:
         return {n: carry[n] for n in self._sessions[key][-1][2]}
 
     def _scan(self, k: int, c: dict) -> np.ndarray:
-        from m2hmx.ssm import _scan_core_forward
+        from m2hmx.ssm import scan_core_forward
 
         u, delta, bl, cl = (torch.from_numpy(c[n]) for n in ("x", "delta", "Bl", "Cl"))
-        return _scan_core_forward(u, delta, self._A[k], bl, cl).numpy()
+        return scan_core_forward(u, delta, self._A[k], bl, cl).numpy()
 
     def _build(self, images: torch.Tensor, outputs, post) -> list:
         """Export (or load) the five graphs, running the pieces in torch in order on ``images`` to trace them.

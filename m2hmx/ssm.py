@@ -192,7 +192,7 @@ def _use_torch_thread_count() -> int:
     return n_threads
 
 
-def _scan_core_forward(u, delta, A, Bl, Cl):
+def scan_core_forward(u, delta, A, Bl, Cl):
     y = torch.empty_like(u)
     n_tasks = u.shape[0] * u.shape[1]
     with numba.parallel_chunksize(max(1, n_tasks // (_TASKS_PER_THREAD * _use_torch_thread_count()))):
@@ -201,14 +201,14 @@ def _scan_core_forward(u, delta, A, Bl, Cl):
 
 
 @torch.library.custom_op("m2hmx::cpu_scan_forward", mutates_args=())
-def _cpu_scan_forward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bl: torch.Tensor,
+def cpu_scan_forward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bl: torch.Tensor,
                          Cl: torch.Tensor) -> torch.Tensor:
     """The inference scan (no states kept) as one opaque torch op, so ``torch.compile`` traces the model
     around it instead of breaking its graph at the numba call."""
-    return _scan_core_forward(u.contiguous(), delta.contiguous(), A.contiguous(), Bl.contiguous(), Cl.contiguous())
+    return scan_core_forward(u.contiguous(), delta.contiguous(), A.contiguous(), Bl.contiguous(), Cl.contiguous())
 
 
-@_cpu_scan_forward_op.register_fake
+@cpu_scan_forward_op.register_fake
 def _(u, delta, A, Bl, Cl):
     return torch.empty_like(u, memory_format=torch.contiguous_format)
 
@@ -219,7 +219,7 @@ class _ScanCore(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, Bl, Cl):
         ctx.save_for_backward(u, delta, A, Bl, Cl)
-        return _scan_core_forward(u, delta, A, Bl, Cl)
+        return scan_core_forward(u, delta, A, Bl, Cl)
 
     @staticmethod
     def backward(ctx, gy):
@@ -252,7 +252,7 @@ def _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
             y = _ScanCore.apply(u, delta, A.contiguous(), Bl, Cl)
         else:
-            y = _cpu_scan_forward_op(u, delta, A, Bl, Cl)
+            y = cpu_scan_forward_op(u, delta, A, Bl, Cl)
         if D is not None:
             y = y + u * D.float()[:, None]
         if z is not None:
@@ -260,7 +260,7 @@ def _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return y.to(dtype_in)
 
 
-def _selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """The scan as a Hillis-Steele prefix scan over time of the affine maps h -> a_t h + b_t, composed as
     (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2): ceil(log2 L) rounds of elementwise work on [B,D,N,L]
     tensors instead of L sequential steps (a GPU runs the L-step loop launch-bound)."""
@@ -291,7 +291,7 @@ def _selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus
 
 
 @functools.cache
-def _mamba_ssm_scan_fn():
+def mamba_ssm_scan_fn():
     """mamba_ssm's ``selective_scan_fn`` when it imports with its CUDA extension built, else None."""
     try:
         from mamba_ssm.ops import selective_scan_interface as ssi
@@ -312,7 +312,7 @@ def scan_backend(device: torch.device | str) -> str:
         return "shape"
     if device.type == "cpu":
         return "cpu"
-    if device.type == "cuda" and _mamba_ssm_scan_fn() is not None:
+    if device.type == "cuda" and mamba_ssm_scan_fn() is not None:
         return "mamba_ssm"
     return "torch"
 
@@ -339,8 +339,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if backend == "cpu":
         return _selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if backend == "mamba_ssm":
-        return _mamba_ssm_scan_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return _selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return mamba_ssm_scan_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -376,12 +376,10 @@ class Mamba(nn.Module):
         dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.dt_proj.bias._no_reinit = True
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)  # S4D-real init
+        # A_log and D take no weight decay: m2hmx.train.param_groups excludes them by name
         self.A_log = nn.Parameter(torch.log(A))
-        self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self.D._no_weight_decay = True
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def forward(self, u):

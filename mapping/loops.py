@@ -128,7 +128,7 @@ class LoopCloser:
         the latest one; ``continue_rebuild`` adds the rest (``KeyframeStore.integrate``)."""
         poses = [p.copy() for p in self.graph.optimized]
         tracker, semantics = self.store.new_map(poses[-1], config, num_classes, voxel_size, K=K, size=size)
-        self._rebuild = _Rebuild(tracker, semantics, _nearest_first(poses), poses)
+        self._rebuild = _Rebuild(tracker, semantics, nearest_first(poses), poses)
         self._integrate(self.config.rebuild_now)
         self.built = [p.copy() for p in poses]
         return tracker, semantics
@@ -180,7 +180,7 @@ class LoopCloser:
         return time.perf_counter()
 
 
-def _nearest_first(poses: list[np.ndarray]) -> list[int]:
+def nearest_first(poses: list[np.ndarray]) -> list[int]:
     """Keyframe indices ordered by closeness to the last pose: distance plus the viewing-direction angle's arc
     at 1 m (the typical distance of what a keyframe sees), so the views that overlap the camera's come first."""
     last = poses[-1]

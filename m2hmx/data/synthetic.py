@@ -1019,6 +1019,11 @@ class SyntheticSource:
         return [SceneObject(o.class_id, o.name, lo[k], hi[k]) for k, o in enumerate(self.scene.objects)
                 if best[k] > 0 and best[k] >= min_fraction]
 
+    @property
+    def holds_renderer(self) -> bool:
+        """Whether a ray caster is alive (made by the first render, freed by ``close``)."""
+        return self._renderer is not None
+
     def close(self) -> None:
         self._renderer = None
 

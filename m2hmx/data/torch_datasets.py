@@ -69,6 +69,11 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    @property
+    def cached(self) -> int:
+        """How many frames the cache holds."""
+        return len(self._cached)
+
     def preload(self) -> None:
         """Decode (render) every frame into the cache now, which then closes the source."""
         if self.cache:

@@ -43,6 +43,23 @@ def write_sens(path: Path, frames, color_compression: int = 2, depth_compression
     return Path(path)
 
 
+def sens_frame_offsets(path: Path) -> list[tuple[int, int, int]]:
+    """Each frame's (header, colour, depth) byte offsets in a .sens file, read from the format (96-byte frame
+    headers: a 4x4 float pose, two timestamps, the colour and depth sizes) without the reader."""
+    data = Path(path).read_bytes()
+    _, name_len = struct.unpack_from("<IQ", data, 0)
+    at = 12 + name_len + 4 * 64
+    layout = "<ii4IfQ"
+    count = struct.unpack_from(layout, data, at)[-1]
+    at += struct.calcsize(layout)
+    offsets = []
+    for _ in range(count):
+        csize, dsize = struct.unpack_from("<QQ", data, at + 64 + 16)
+        offsets.append((at, at + 96, at + 96 + csize))
+        at += 96 + csize + dsize
+    return offsets
+
+
 def write_nyu_mat(path, n=3, h=6, w=8):
     """A tiny NYUv2-labelled-style .mat (HDF5); returns the arrays in image layout."""
     import h5py
@@ -60,3 +77,27 @@ def write_nyu_mat(path, n=3, h=6, w=8):
         fh["depths"] = depth.transpose(0, 2, 1)
         fh["labels"] = raw.transpose(0, 2, 1)
     return rgb, depth, raw
+
+
+def write_tum(folder: Path, n: int = 6) -> float:
+    """A TUM RGB-D folder of ``n`` 8x10 frames (frame 3's depth unmatched) with 90 Hz ground truth; returns the
+    first timestamp."""
+    (folder / "rgb").mkdir(parents=True)
+    (folder / "depth").mkdir()
+    rgb_lines, depth_lines, gt_lines = ["# color images"], ["# depth maps"], ["# timestamp tx ty tz qx qy qz qw"]
+    t0 = 1305031102.0
+    for k in range(n):
+        t = t0 + k / 30
+        img = np.full((8, 10, 3), 20 * k, np.uint8)
+        cv2.imwrite(str(folder / "rgb" / f"{t:.6f}.png"), img)
+        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
+        td = t + (0.011 if k != 3 else 0.05)  # frame 3's depth is too far off: unmatched
+        cv2.imwrite(str(folder / "depth" / f"{td:.6f}.png"), np.full((8, 10), 5000 * (k + 1), np.uint16))
+        depth_lines.append(f"{td:.6f} depth/{td:.6f}.png")
+    for k in range(n * 3):  # ground truth at 90 Hz
+        t = t0 + k / 90 + 0.002
+        gt_lines.append(f"{t:.4f} {k * 0.01:.4f} 0 1.5 0 0 0.7071068 0.7071068")
+    (folder / "rgb.txt").write_text("\n".join(rgb_lines) + "\n")
+    (folder / "depth.txt").write_text("\n".join(depth_lines) + "\n")
+    (folder / "groundtruth.txt").write_text("\n".join(gt_lines) + "\n")
+    return t0

@@ -6,7 +6,7 @@ import pytest
 from m2hmx.data import DatasetError
 from m2hmx.data.sources import open_source
 from m2hmx.data.synthetic import SyntheticSource, write_scene
-from tests.data.helpers import write_sens
+from tests.data.helpers import sens_frame_offsets, write_sens
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,7 @@ def test_corrupt_sens_payload(tmp_path, frames):
     path = write_sens(tmp_path / "c.sens", frames)
     data = bytearray(path.read_bytes())
     # first frame's depth (zlib) starts after header + frame header + colour: corrupt a few bytes of it
-    src = open_source(str(path))
-    doff = src._entries[0][4]
-    src.close()
+    doff = sens_frame_offsets(path)[0][2]
     data[doff:doff + 8] = b"\x00" * 8
     path.write_bytes(bytes(data))
     src = open_source(str(path))
@@ -117,9 +115,7 @@ def test_bad_nyu_and_tum_files(tmp_path):
 def test_sens_with_a_corrupt_size_field_says_so(tmp_path, frames):
     path = write_sens(tmp_path / "c.sens", frames)
     data = bytearray(path.read_bytes())
-    src = open_source(str(path))
-    second = src._entries[1][2] - 96  # frame 1's 96-byte header starts here
-    src.close()
+    second = sens_frame_offsets(path)[1][0]  # frame 1's 96-byte header starts here
     data[second + 64 + 16: second + 64 + 24] = struct.pack("<Q", 2 ** 63)  # its colour size
     path.write_bytes(bytes(data))
     with pytest.warns(UserWarning) as caught:

@@ -13,7 +13,7 @@ from m2hmx.data.readers.tum import TUMSequence, associate
 from m2hmx.data.readers.video import ImageFolder, VideoFile
 from m2hmx.data.sources import open_source
 from m2hmx.data.synthetic import SyntheticSource, write_scene
-from tests.data.helpers import write_nyu_mat, write_sens
+from tests.data.helpers import write_nyu_mat, write_sens, write_tum
 
 
 @pytest.fixture(scope="module")
@@ -61,31 +61,9 @@ def test_sens_roundtrip_of_a_synthetic_scene(tmp_path, synth, cc, dc):
     assert np.abs(f.rgb.astype(int) - ref.rgb).mean() <= tol
 
 
-def _write_tum(folder, n=6):
-    (folder / "rgb").mkdir(parents=True)
-    (folder / "depth").mkdir()
-    rgb_lines, depth_lines, gt_lines = ["# color images"], ["# depth maps"], ["# timestamp tx ty tz qx qy qz qw"]
-    t0 = 1305031102.0
-    for k in range(n):
-        t = t0 + k / 30
-        img = np.full((8, 10, 3), 20 * k, np.uint8)
-        cv2.imwrite(str(folder / "rgb" / f"{t:.6f}.png"), img)
-        rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
-        td = t + (0.011 if k != 3 else 0.05)  # frame 3's depth is too far off: unmatched
-        cv2.imwrite(str(folder / "depth" / f"{td:.6f}.png"), np.full((8, 10), 5000 * (k + 1), np.uint16))
-        depth_lines.append(f"{td:.6f} depth/{td:.6f}.png")
-    for k in range(n * 3):  # ground truth at 90 Hz
-        t = t0 + k / 90 + 0.002
-        gt_lines.append(f"{t:.4f} {k * 0.01:.4f} 0 1.5 0 0 0.7071068 0.7071068")
-    (folder / "rgb.txt").write_text("\n".join(rgb_lines) + "\n")
-    (folder / "depth.txt").write_text("\n".join(depth_lines) + "\n")
-    (folder / "groundtruth.txt").write_text("\n".join(gt_lines) + "\n")
-    return t0
-
-
 def test_tum_association(tmp_path):
     folder = tmp_path / "rgbd_dataset_freiburg1_xyz"
-    t0 = _write_tum(folder)
+    t0 = write_tum(folder)
     src = open_source(str(folder))
     assert isinstance(src, TUMSequence)
     frames = list(src)

@@ -163,7 +163,7 @@ def test_wall_views_face_a_nearby_wall_with_little_floor_in_sight():
     assert poses.shape == (8, 4, 4)
     assert np.array_equal(poses, wall_views(src.scene, 8, seed=5))  # a function of the seed
     W_, D_, H_ = src.scene.room_size
-    floor, wall = src.label_space.names.index("floor"), src.label_space.names.index("wall")
+    floor = src.label_space.names.index("floor")
     no_floor, medians = 0, []
     for k, pose in enumerate(poses):
         c = pose[:3, 3]

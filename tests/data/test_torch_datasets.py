@@ -116,9 +116,9 @@ def test_preload_caches_every_frame_then_closes_the_source():
     src = SyntheticSource(seed=4, frames=3, height=48, width=64)
     ds = FrameDataset(src, size=(48, 64))
     ds[0]
-    assert src._renderer is not None
+    assert src.holds_renderer
     ds.preload()
-    assert src._renderer is None and len(ds._cached) == 3
+    assert not src.holds_renderer and ds.cached == 3
     assert torch.equal(ds[2]["depth"], FrameDataset(SyntheticSource(seed=4, frames=3, height=48, width=64),
                                                     size=(48, 64))[2]["depth"])
-    assert src._renderer is None
+    assert not src.holds_renderer

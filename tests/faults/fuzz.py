@@ -44,10 +44,10 @@ def _scannet(root: Path, target: str) -> Sample:
 
 
 def _tum(root: Path, target: str) -> Sample:
-    from tests.data.test_readers import _write_tum
+    from tests.data.helpers import write_tum
 
     folder = root / "rgbd_dataset_freiburg1_fuzz"
-    _write_tum(folder, n=N)
+    write_tum(folder, n=N)
     return Sample(str(folder), folder / target, [])
 
 

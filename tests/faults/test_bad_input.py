@@ -17,7 +17,7 @@ from m2hmx.cli.evaluate import main as eval_main
 from m2hmx.cli.train import main as train_main
 from m2hmx.data import DatasetError
 from m2hmx.data.sources import open_source
-from tests.data.test_readers import _write_tum
+from tests.data.helpers import write_tum
 
 from .conftest import read_only_folder
 
@@ -87,7 +87,7 @@ def test_train_refuses_a_recipe_that_is_not_a_mapping(tmp_path, capsys):
 ])
 def test_tum_ground_truth_bad_values_name_file_and_line(tmp_path, line, words):
     folder = tmp_path / "rgbd_dataset_freiburg1_xyz"
-    _write_tum(folder)
+    write_tum(folder)
     gt = folder / "groundtruth.txt"
     lines = gt.read_text().splitlines()
     lines[1] = line
@@ -100,7 +100,7 @@ def test_tum_ground_truth_bad_values_name_file_and_line(tmp_path, line, words):
 
 def test_tum_intrinsics_from_camera_yaml_or_a_warning(tmp_path):
     folder = tmp_path / "my_recording"
-    _write_tum(folder)
+    write_tum(folder)
     with pytest.warns(UserWarning, match="neither fr1, fr2 nor fr3.*525.0, 525.0, 319.5, 239.5.*camera.yaml"):
         src = open_source(str(folder))
     assert np.allclose(src.K, [[525, 0, 319.5], [0, 525, 239.5], [0, 0, 1]])

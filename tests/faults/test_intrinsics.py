@@ -10,12 +10,12 @@ from app.map_cli import main as map_main
 from app.sources import SourceSpec, open_viewer_source
 from m2hmx.data import DatasetError
 from m2hmx.data.sources import describe_intrinsics, open_source
-from tests.data.test_readers import _write_tum
+from tests.data.helpers import write_tum
 
 
 def test_map_cli_takes_intrinsics_and_says_where_they_came_from(tmp_path, capsys):
     folder = tmp_path / "my_recording"  # a TUM folder whose name says neither fr1, fr2 nor fr3
-    _write_tum(folder)
+    write_tum(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # given intrinsics: no warning about the folder's name
         code = map_main(["--dataset", str(folder), "--out", str(tmp_path / "m"), "--gt-poses", "--max-frames", "2",
@@ -34,7 +34,7 @@ def test_map_cli_takes_intrinsics_and_says_where_they_came_from(tmp_path, capsys
 
 def test_every_origin_is_named(tmp_path):
     tum = tmp_path / "rgbd_dataset_freiburg2_desk"
-    _write_tum(tum)
+    write_tum(tum)
     assert describe_intrinsics(open_source(str(tum))).endswith("(from the folder name (fr2: the TUM benchmark's "
                                                                "calibration))")
     (tum / "camera.yaml").write_text("fx: 600.0\nfy: 601.0\ncx: 320.0\ncy: 240.0\n")
@@ -60,7 +60,7 @@ def test_a_source_with_its_own_calibration_refuses_intrinsics():
 
 def test_viewer_says_which_intrinsics(viewer, qtbot, tmp_path, capfd):
     folder = tmp_path / "my_recording"
-    _write_tum(folder)
+    write_tum(folder)
     window = viewer(source=SourceSpec("dataset", str(folder), intrinsics=(400.0, 410.0, 4.5, 3.5)), size=(64, 80))
     said = "intrinsics fx, fy, cx, cy = 400, 410, 4.5, 3.5 (from --intrinsics)"
     qtbot.waitUntil(lambda: said in window.statusBar().currentMessage(), timeout=60_000)

@@ -5,7 +5,7 @@ from scipy.spatial import cKDTree
 
 from m2hmx.data.synthetic import SyntheticSource
 from mapping.bridge import MappingConfig
-from mapping.loops import LoopCloser, LoopConfig, _nearest_first
+from mapping.loops import LoopCloser, LoopConfig, nearest_first
 
 
 def _closer(src, step: int, config: LoopConfig) -> tuple[LoopCloser, list[np.ndarray]]:
@@ -47,7 +47,7 @@ def test_staged_rebuild_ends_as_the_full_rebuild():
 def test_first_stage_takes_the_views_nearest_the_camera():
     src = SyntheticSource(200003, frames=60)
     _, poses = _closer(src, 3, LoopConfig())
-    order = _nearest_first(poses)
+    order = nearest_first(poses)
     assert order[0] == len(poses) - 1 and sorted(order) == list(range(len(poses)))
     dist = [np.linalg.norm(poses[i][:3, 3] - poses[-1][:3, 3]) for i in order]
     assert np.mean(dist[:5]) < np.mean(dist[-5:])

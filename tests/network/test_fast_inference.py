@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from m2hmx.model import build_model, unit
 from m2hmx.predictor import Predictor, PredictorError
-from m2hmx.ssm import _cpu_scan_forward_op, selective_scan_reference
+from m2hmx.ssm import cpu_scan_forward_op, selective_scan_reference
 
 
 def _image(seed: int, shape=(64, 96, 3)) -> np.ndarray:
@@ -89,9 +89,9 @@ def test_scan_op_is_the_scan_and_traceable():
     u, delta = torch.randn(1, 6, 40, generator=g), torch.rand(1, 6, 40, generator=g) * 0.5
     A = -torch.rand(6, 4, generator=g) - 0.5
     B, C = torch.randn(1, 4, 40, generator=g), torch.randn(1, 4, 40, generator=g)
-    y = _cpu_scan_forward_op(u, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous())
+    y = cpu_scan_forward_op(u, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous())
     torch.testing.assert_close(y, selective_scan_reference(u, delta, A, B, C), rtol=1e-5, atol=1e-5)
-    torch.library.opcheck(_cpu_scan_forward_op, (u, delta, A, B.transpose(1, 2).contiguous(),
+    torch.library.opcheck(cpu_scan_forward_op, (u, delta, A, B.transpose(1, 2).contiguous(),
                                                  C.transpose(1, 2).contiguous()),
                           test_utils=("test_schema", "test_faketensor"))
 

@@ -32,7 +32,6 @@ def test_initialisation_follows_mamba_simple():
     assert block.dt_rank == 4
     assert torch.equal(block.A_log, torch.log(torch.arange(1.0, 17.0)).repeat(128, 1))
     assert torch.equal(block.D, torch.ones(128))
-    assert block.A_log._no_weight_decay and block.D._no_weight_decay
     dt = torch.nn.functional.softplus(block.dt_proj.bias)
     assert dt.min() >= 0.001 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
     # log-uniform in [1e-3, 0.1]: the median of log10(dt) sits near -2.

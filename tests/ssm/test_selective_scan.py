@@ -169,7 +169,7 @@ def test_parallel_scan_matches_float64_reference_values_and_gradients(length, na
     inputs, softplus = make_inputs(2, 5, length, 8, OPTION_SETS[name], seed=3)
     leaves = [v for v in inputs.values() if v is not None]
     expected = call(selective_scan_reference, inputs, softplus)
-    got = call(ssm._selective_scan_parallel, inputs, softplus, dtype=torch.float32)
+    got = call(ssm.selective_scan_parallel, inputs, softplus, dtype=torch.float32)
     assert got.dtype == torch.float32 and rel_err(got, expected) < 1e-5
     grad_out = torch.randn(expected.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     want = torch.autograd.grad(expected, leaves, grad_out)
@@ -181,6 +181,6 @@ def test_parallel_scan_matches_float64_reference_values_and_gradients(length, na
 def test_cuda_dispatch(monkeypatch):
     if importlib.util.find_spec("mamba_ssm") is None:
         assert scan_backend("cuda") == "torch"  # no mamba_ssm: the parallel PyTorch scan
-    monkeypatch.setattr(ssm, "_mamba_ssm_scan_fn", lambda: selective_scan_reference)
+    monkeypatch.setattr(ssm, "mamba_ssm_scan_fn", lambda: selective_scan_reference)
     assert scan_backend("cuda") == "mamba_ssm"
     assert scan_backend("cpu") == "cpu"
